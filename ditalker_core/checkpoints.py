@@ -1,0 +1,193 @@
+"""One checkpoint format, and loading of the upstream files (EasyAnimateV3, official DiTalker).
+
+Our format: a single ``.safetensors`` file whose metadata holds ``{"format": "ditalker", "model": <class>,
+"config": <json>}``, so a loader needs nothing else. Upstream files (safetensors, or ``.pth``/``.bin`` read with
+``torch.load(weights_only=True)``) load unconverted: our key names are theirs. Missing and unexpected keys are
+reported by module; only the DiTalker modules (for an EasyAnimateV3 file) and the fixed sinusoid tables (rebuilt)
+may be missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from diffusers.models.embeddings import PatchEmbed, get_2d_sincos_pos_embed
+from torch import nn
+
+from .errors import InputError, MissingModelError
+from .models.motion_module import FramePositionalEncoding
+from .models.seem import SinusoidPositions
+from .models.transformer import DiTalkerTransformer3DModel, module_group
+
+FORMAT = "ditalker"
+
+# Official ``Transformer3DModel`` kwargs -> ours. Anything else must have the value the official models use.
+_OFFICIAL_RENAMES = {
+    "enable_audio_attention": "enable_audio_attention",
+    "enable_style_attn": "enable_style_attn",
+    "enable_eca": "enable_eca",
+    "enable_pose_adapter": "enable_pose_adapter",
+}
+_OFFICIAL_COPIED = ("num_attention_heads", "attention_head_dim", "in_channels", "out_channels", "num_layers",
+                    "cross_attention_dim", "attention_bias", "sample_size", "patch_size", "activation_fn",
+                    "norm_eps", "caption_channels", "enable_uvit", "motion_module_kwargs_even",
+                    "motion_module_kwargs_odd")
+_OFFICIAL_FIXED = {"norm_type": "ada_norm_single", "basic_block_type": "global_motionmodule",
+                   "motion_module_type": "Vanilla", "patch_3d": False, "casual_3d": False,
+                   "time_position_encoding_before_transformer": False, "qk_norm": False, "after_norm": False,
+                   "enable_scale_time_embedding": False, "norm_elementwise_affine": False}
+
+
+def config_from_official(official: Mapping[str, Any]) -> dict[str, Any]:
+    """Our constructor kwargs for an official DiTalker / EasyAnimateV3 ``Transformer3DModel`` config."""
+    for key, value in _OFFICIAL_FIXED.items():
+        if key in official and official[key] != value:
+            raise ValueError(f"config {key}={official[key]!r} is not the EasyAnimateV3 layout ({value!r})")
+    config = {key: official[key] for key in _OFFICIAL_COPIED if key in official}
+    config.update({ours: bool(official.get(theirs, False)) for theirs, ours in _OFFICIAL_RENAMES.items()
+                   if theirs.startswith("enable")})
+    config["enable_scale_adapter"] = bool(official.get("enable_scale_fusion") or
+                                          official.get("enable_audio_scale_fusion"))
+    config["enable_repa"] = bool(official.get("enable_repa_2") or official.get("enable_repa_1"))
+    if official.get("enable_repa_1"):
+        raise ValueError("enable_repa_1 (REPA on re-embedded predictions) is not supported; use enable_repa_2")
+    config["repa_depth"] = 8  # the official __init__ forces encoder_depth to 8 whatever the config says
+    return config
+
+
+def rebuild_fixed_tables(model: nn.Module, device: torch.device | str = "cpu") -> None:
+    """Recreate the fixed sinusoid buffers that files need not store (motion-module ``pe``, SEEM ``pos_table``,
+    and the patch embedding's non-persistent 2D table), e.g. after building on the meta device."""
+    for module in model.modules():
+        if isinstance(module, (FramePositionalEncoding, SinusoidPositions)):
+            module.rebuild(device)
+        elif isinstance(module, PatchEmbed) and module.pos_embed is not None:
+            table = get_2d_sincos_pos_embed(module.pos_embed.shape[-1], module.height, base_size=module.base_size,
+                                            interpolation_scale=module.interpolation_scale, output_type="pt")
+            module.register_buffer("pos_embed", table.float().unsqueeze(0).to(device), persistent=False)
+
+
+def _is_fixed_table(key: str) -> bool:
+    return key.endswith(".pos_encoder.pe") or key.endswith(".pos_embed.pos_table")
+
+
+def group_keys(keys: Iterable[str]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = defaultdict(list)
+    for key in keys:
+        groups[module_group(key)].append(key)
+    return dict(groups)
+
+
+def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a ``.safetensors``, ``.pth``, ``.pt`` or ``.bin`` file, with clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingModelError(f"checkpoint {path.name}", path, path.parent,
+                                "the DiTalker release, or EasyAnimateV3-XL-2-InP-512x512 on Hugging Face")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors import safe_open
+            with safe_open(str(path), "pt") as handle:
+                metadata = handle.metadata() or {}
+            return load_file(str(path)), metadata
+        except (SafetensorError, OSError, ValueError) as error:
+            raise InputError(f"{path} is not a readable safetensors file ({error}); it may be truncated or "
+                             f"still downloading: download it again") from error
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle/zip errors vary by torch version
+        raise InputError(f"{path} could not be read as a PyTorch checkpoint ({error}); it may be truncated or "
+                         f"not a weights file: download it again") from error
+    for wrapper in ("state_dict", "module", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    return state, {}
+
+
+def check_keys(model: nn.Module, state: Mapping[str, torch.Tensor],
+               allow_missing_groups: Iterable[str] = ()) -> list[str]:
+    """Raise on unexpected, misshaped or (outside ``allow_missing_groups``) missing keys; return missing keys."""
+    own = model.state_dict()
+    allowed = set(allow_missing_groups)
+    unexpected = sorted(set(state) - set(own))
+    misshaped = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                       for k in set(state) & set(own) if state[k].shape != own[k].shape)
+    missing = sorted(k for k in set(own) - set(state) if not _is_fixed_table(k))
+    problems = []
+    if unexpected:
+        problems.append(_describe("unexpected", unexpected))
+    if misshaped:
+        problems.append("misshaped keys: " + "; ".join(misshaped[:20]) + (" ..." if len(misshaped) > 20 else ""))
+    not_allowed = [k for k in missing if module_group(k) not in allowed]
+    if not_allowed:
+        problems.append(_describe("missing", not_allowed))
+    if problems:
+        raise InputError("checkpoint does not fit the model config: " + " | ".join(problems))
+    return missing
+
+
+def _describe(kind: str, keys: list[str]) -> str:
+    parts = [f"{group} ({len(ks)}: {', '.join(ks[:3])}{' ...' if len(ks) > 3 else ''})"
+             for group, ks in sorted(group_keys(keys).items())]
+    return f"{kind} keys by module: " + "; ".join(parts)
+
+
+def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], allow_missing_groups: Iterable[str] = ()
+              ) -> list[str]:
+    """Check, then load ``state`` into ``model`` (which may live on the meta device); returns missing keys."""
+    missing = check_keys(model, state, allow_missing_groups)
+    on_meta = any(p.is_meta for p in model.parameters())
+    model.load_state_dict(dict(state), strict=False, assign=on_meta)
+    if on_meta:
+        rebuild_fixed_tables(model)
+        still_meta = [n for n, p in model.state_dict().items() if p.is_meta]
+        if still_meta:
+            raise InputError(_describe("uninitialised (missing from the file)", still_meta))
+    return missing
+
+
+def save_checkpoint(model: DiTalkerTransformer3DModel, path: str | os.PathLike,
+                    modules: Optional[Iterable[str]] = None) -> None:
+    """Write our single-file format atomically; ``modules`` keeps only those groups (small phase-2/3 files)."""
+    keep = set(modules) if modules is not None else None
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()
+             if not _is_fixed_table(k) and (keep is None or module_group(k) in keep)}
+    metadata = {"format": FORMAT, "model": type(model).__name__, "config": json.dumps(dict(model.config)),
+                "modules": json.dumps(sorted(keep) if keep is not None else "all")}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def load_transformer(path: str | os.PathLike, config: Optional[Mapping[str, Any]] = None,
+                     dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+                     ) -> DiTalkerTransformer3DModel:
+    """Load our format (config from the file), or an upstream file with ``config`` (our kwargs) given.
+
+    EasyAnimateV3 transformer files may lack every DiTalker module (they stay freshly initialised);
+    official DiTalker files must be complete.
+    """
+    state, metadata = read_state_dict(path)
+    if metadata.get("format") == FORMAT:
+        file_config = json.loads(metadata["config"])
+        config = {k: v for k, v in file_config.items() if not k.startswith("_")} | dict(config or {})
+        partial = json.loads(metadata.get("modules", '"all"')) != "all"
+    elif config is None:
+        raise InputError(f"{path} is an upstream checkpoint without our metadata: pass its config (e.g. "
+                         f"get_config('xl') for DiTalker, or config_from_official(config.json))")
+    else:
+        partial = False
+    upstream_backbone = not any(module_group(k) != "backbone" for k in state)
+    model = DiTalkerTransformer3DModel(**config)
+    allowed = [g for g in set(map(module_group, model.state_dict())) if g != "backbone"] \
+        if (upstream_backbone or partial) else []
+    load_into(model, state, allowed)
+    return model.to(device=device, dtype=dtype).eval()

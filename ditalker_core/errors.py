@@ -1,0 +1,28 @@
+"""Errors that tell the user what is missing and how to fix it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MissingModelError(FileNotFoundError):
+    """A weight file or model folder is not where it was looked for.
+
+    The message names the model, the exact path(s) tried, the folder to put it in and where
+    to download it, so a user never has to read the code to fix it.
+    """
+
+    def __init__(self, what: str, looked_for: str | Path | list[str | Path], folder: str | Path, source: str):
+        paths = looked_for if isinstance(looked_for, list) else [looked_for]
+        tried = ", ".join(str(p) for p in paths)
+        super().__init__(
+            f"{what} not found (looked for: {tried}). Put it in {folder} ; get it from {source}"
+        )
+        self.what = what
+        self.looked_for = [Path(p) for p in paths]
+        self.folder = Path(folder)
+        self.source = source
+
+
+class InputError(ValueError):
+    """An input has the wrong shape, length or content; the message says which input and the fix."""

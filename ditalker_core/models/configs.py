@@ -1,0 +1,59 @@
+"""Named model configurations.
+
+``xl``: the official real-size DiTalker (EasyAnimateV3-XL-2-InP-512x512 + every DiTalker module; parameter
+counts equal the official manifest). ``tiny``: every module present at toy widths (< 10 M parameters) for tests
+and CPU demos. ``easyanimate_v3_xl``: the bare EasyAnimateV3 I2V backbone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+XL: dict[str, Any] = {}  # the model's defaults are the official real size
+
+TINY: dict[str, Any] = {
+    "num_attention_heads": 2,
+    "attention_head_dim": 16,
+    "cross_attention_dim": 32,
+    "sample_size": 16,
+    "caption_channels": 32,
+    "clip_embed_dim": 32,
+    "motion_module_kwargs_even": {"num_attention_heads": 2, "num_transformer_block": 1,
+                                  "attention_block_types": ["Temporal_Self", "Temporal_Self"],
+                                  "temporal_position_encoding": True, "temporal_position_encoding_max_len": 256,
+                                  "temporal_attention_dim_div": 1},
+    "motion_module_kwargs_odd": {"num_attention_heads": 2, "num_transformer_block": 1,
+                                 "attention_block_types": ["Temporal_Self", "Global_Self"],
+                                 "temporal_position_encoding": True, "temporal_position_encoding_max_len": 256,
+                                 "temporal_attention_dim_div": 1},
+    "audio_frames": 16,
+    "audio_feature_dim": 32,
+    "audio_tokens": 16,
+    "audio_hidden_dim": 64,
+    "style_max_len": 32,
+    "seem_dim": 32,
+    "seem_heads": 2,
+    "seem_layers": 1,
+    "seem_ff_dim": 64,
+    "phoneme_embed_dim": 16,
+    "style_tokens": 16,
+    "style_hidden_dim": 32,
+    "scale_adapter_layers": 1,
+    "repa_hidden_dim": 64,
+    "repa_dim": 32,
+    "repa_tokens": None,
+}
+
+EASYANIMATE_V3_XL: dict[str, Any] = {
+    "enable_audio_attention": False, "enable_style_attn": False, "enable_scale_adapter": False,
+    "enable_eca": False, "enable_pose_adapter": False, "enable_repa": False,
+}
+
+CONFIGS: dict[str, dict[str, Any]] = {"xl": XL, "tiny": TINY, "easyanimate_v3_xl": EASYANIMATE_V3_XL}
+
+
+def get_config(name: str, **overrides: Any) -> dict[str, Any]:
+    """The constructor kwargs of a named configuration, with ``overrides`` applied."""
+    if name not in CONFIGS:
+        raise KeyError(f"unknown model config {name!r}; choose one of {sorted(CONFIGS)}")
+    return {**CONFIGS[name], **overrides}
