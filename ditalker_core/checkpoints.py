@@ -186,8 +186,14 @@ def load_transformer(path: str | os.PathLike, config: Optional[Mapping[str, Any]
     else:
         partial = False
     upstream_backbone = not any(module_group(k) != "backbone" for k in state)
-    model = DiTalkerTransformer3DModel(**config)
-    allowed = [g for g in set(map(module_group, model.state_dict())) if g != "backbone"] \
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    with torch.device("meta"):
+        probe = DiTalkerTransformer3DModel(**config)
+    allowed = [g for g in set(map(module_group, probe.state_dict())) if g != "backbone"] \
         if (upstream_backbone or partial) else []
+    complete = not check_keys(probe, state, allowed)
+    # A complete file needs no random init: load onto the meta-built model (fast, one copy in memory).
+    model = probe if complete else DiTalkerTransformer3DModel(**config)
     load_into(model, state, allowed)
-    return model.to(device=device, dtype=dtype).eval()
+    # nn.Module.to: diffusers' ModelMixin.to warns about fp32-pinned modules this model does not have.
+    return nn.Module.to(model, device=device, dtype=dtype).eval()

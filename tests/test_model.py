@@ -1,0 +1,224 @@
+"""The tiny model on CPU: zero-init promise, gradients, null conditions, shapes, checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from ditalker_core.checkpoints import load_transformer, save_checkpoint
+from ditalker_core.errors import InputError, MissingModelError
+from ditalker_core.models import DiTalkerTransformer3DModel, get_config, module_group
+
+BACKBONE_ONLY = dict(enable_audio_attention=False, enable_style_attn=False, enable_scale_adapter=False,
+                     enable_eca=False, enable_pose_adapter=False, enable_repa=False)
+
+
+def tiny(**overrides) -> DiTalkerTransformer3DModel:
+    torch.manual_seed(0)
+    return DiTalkerTransformer3DModel(**get_config("tiny", **overrides)).eval()
+
+
+@torch.no_grad()
+def randomize(model: torch.nn.Module, groups: set[str] | None = None, seed: int = 1) -> None:
+    """Give every parameter (of ``groups``) non-trivial values, zero-initialised layers included."""
+    generator = torch.Generator().manual_seed(seed)
+    for name, parameter in model.named_parameters():
+        if groups is None or module_group(name) in groups:
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
+
+
+def inputs(model: DiTalkerTransformer3DModel, batch: int = 1, frames: int = 2, height: int = 4, width: int = 6,
+           seed: int = 2) -> dict[str, torch.Tensor]:
+    cfg = model.config
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        hidden_states=torch.randn(batch, 4, frames, height, width, generator=g),
+        timestep=torch.randint(0, 1000, (batch,), generator=g),
+        inpaint_latents=torch.randn(batch, 8, frames, height, width, generator=g),
+        encoder_hidden_states=torch.randn(batch, 5, cfg.caption_channels, generator=g),
+        encoder_attention_mask=torch.tensor([[1, 1, 1, 0, 0]] * batch),
+        clip_encoder_hidden_states=torch.randn(batch, cfg.clip_embed_dim, generator=g),
+        audio_encoder_hidden_states=torch.randn(batch, cfg.audio_frames, cfg.audio_window, cfg.audio_feature_dim,
+                                                generator=g),
+        phoneme_win=torch.randint(0, cfg.phoneme_vocab, (batch, cfg.audio_frames, cfg.phoneme_window), generator=g),
+        style_clip=torch.randn(batch, cfg.style_max_len, cfg.exp_dim, generator=g),
+        pixel_values_pose=torch.rand(batch, 3, 4 * frames, 4 * height, 4 * width, generator=g),
+    )
+
+
+def test_tiny_has_every_module_under_10m_parameters() -> None:
+    model = tiny()
+    groups = {module_group(n) for n, _ in model.named_parameters()}
+    assert groups == {"backbone", "audio_projection", "asfm.audio_attention", "asfm.style_attention", "eca",
+                      "seem.style", "scale_adapter", "pose_adapter", "repa_head"}
+    assert sum(p.numel() for p in model.parameters()) < 10_000_000
+
+
+def test_fresh_ditalker_modules_keep_the_backbone_output() -> None:
+    model = tiny()
+    randomize(model, {"backbone"})
+    backbone = tiny(**BACKBONE_ONLY)
+    missing = backbone.load_state_dict({k: v for k, v in model.state_dict().items()
+                                        if module_group(k) == "backbone"}, strict=True)
+    assert not missing.missing_keys
+    x = inputs(model)
+    with torch.no_grad():
+        full = model(**x).sample
+        bare = backbone(**{k: x[k] for k in ("hidden_states", "timestep", "inpaint_latents",
+                                             "encoder_hidden_states", "encoder_attention_mask",
+                                             "clip_encoder_hidden_states")}).sample
+    assert full.abs().max() > 0.1
+    torch.testing.assert_close(full, bare, rtol=0, atol=1e-6)
+
+
+def test_gradients_reach_every_ditalker_module_once_perturbed() -> None:
+    model = tiny()
+    randomize(model)
+    model.train()
+    out = model(**inputs(model, batch=2), repa_index=0)
+    (out.sample.square().mean() + out.repa.square().mean()).backward()
+    dead = [n for n, p in model.named_parameters()
+            if module_group(n) != "backbone" and (p.grad is None or p.grad.abs().max() == 0)]
+    assert not dead, dead
+
+
+@pytest.mark.parametrize("dropped", ["audio_encoder_hidden_states", "phoneme_win", "style_clip",
+                                     "pixel_values_pose", "encoder_hidden_states", "clip_encoder_hidden_states",
+                                     "all"])
+def test_each_condition_can_be_dropped(dropped: str) -> None:
+    model = tiny()
+    randomize(model)
+    x = inputs(model)
+    conditions = ["audio_encoder_hidden_states", "phoneme_win", "style_clip", "pixel_values_pose",
+                  "encoder_hidden_states", "clip_encoder_hidden_states"]
+    without = {k: v for k, v in x.items() if k not in (conditions if dropped == "all" else [dropped])}
+    if "encoder_hidden_states" not in without:
+        without.pop("encoder_attention_mask")
+    with torch.no_grad():
+        full, null = model(**x).sample, model(**without).sample
+    assert torch.isfinite(null).all() and null.shape == full.shape
+    assert (full - null).abs().max() > 1e-4, "dropping a condition must change the prediction"
+
+
+def test_null_conditions_are_the_official_unconditional_inputs() -> None:
+    """None = zeros for audio, phonemes, style and pose; CLIP None = zero embedding with a zero mask."""
+    model = tiny()
+    randomize(model)
+    x = inputs(model)
+    zeros = dict(x, audio_encoder_hidden_states=torch.zeros_like(x["audio_encoder_hidden_states"]),
+                 phoneme_win=torch.zeros_like(x["phoneme_win"]), style_clip=torch.zeros_like(x["style_clip"]),
+                 pixel_values_pose=torch.zeros_like(x["pixel_values_pose"]),
+                 clip_encoder_hidden_states=torch.zeros_like(x["clip_encoder_hidden_states"]),
+                 clip_attention_mask=torch.zeros(1, model.config.clip_tokens))
+    nones = {k: v for k, v in x.items() if k not in ("audio_encoder_hidden_states", "phoneme_win", "style_clip",
+                                                      "pixel_values_pose", "clip_encoder_hidden_states")}
+    with torch.no_grad():
+        torch.testing.assert_close(model(**nones).sample, model(**zeros).sample, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("frames,height,width", [(1, 4, 4), (2, 4, 6), (5, 6, 4), (16, 2, 4)])
+def test_frame_counts_and_non_square_sizes(frames: int, height: int, width: int) -> None:
+    model = tiny()
+    with torch.no_grad():
+        out = model(**inputs(model, batch=2, frames=frames, height=height, width=width), repa_index=0)
+    assert out.sample.shape == (2, 8, frames, height, width)
+    assert out.repa.shape == (2, height * width // 4, model.config.repa_dim)
+
+
+def test_wrong_audio_length_is_explained() -> None:
+    model = tiny()
+    x = inputs(model)
+    x["audio_encoder_hidden_states"] = x["audio_encoder_hidden_states"][:, :10]
+    with pytest.raises(InputError, match="exactly 16 video frames"):
+        model(**x)
+
+
+def test_gradient_checkpointing_computes_the_plain_forward() -> None:
+    model = tiny()
+    randomize(model)
+    x = inputs(model, batch=2)
+
+    def loss_and_grads() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        out = model(**x, repa_index=0)
+        loss = out.sample.square().mean() + out.repa.square().mean()
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    model.train()
+    for module in model.modules():  # SEEM dropout would draw different masks in the two runs
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        elif isinstance(module, torch.nn.MultiheadAttention):
+            module.dropout = 0.0
+    plain_loss, plain_grads = loss_and_grads()
+    model.enable_gradient_checkpointing()
+    ckpt_loss, ckpt_grads = loss_and_grads()
+    torch.testing.assert_close(ckpt_loss, plain_loss, rtol=0, atol=1e-6)
+    assert plain_grads.keys() == ckpt_grads.keys()
+    for name in plain_grads:
+        torch.testing.assert_close(ckpt_grads[name], plain_grads[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------------------
+def test_save_load_round_trip_is_exact(tmp_path) -> None:
+    model = tiny()
+    randomize(model)
+    path = tmp_path / "ditalker_tiny.safetensors"
+    save_checkpoint(model, path)
+    loaded = load_transformer(path)
+    public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
+    assert public(loaded.config) == public(model.config)
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    x = inputs(model)
+    with torch.no_grad():
+        assert torch.equal(model(**x).sample, loaded(**x).sample)
+
+
+def test_easyanimate_file_loads_with_only_the_ditalker_modules_missing(tmp_path) -> None:
+    backbone = tiny(**BACKBONE_ONLY)
+    randomize(backbone)
+    path = tmp_path / "diffusion_pytorch_model.safetensors"  # upstream file: plain tensors, no metadata
+    save_file({k: v for k, v in backbone.state_dict().items() if not k.endswith(".pe")}, str(path))
+    model = load_transformer(path, config=get_config("tiny"))
+    for name, value in backbone.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value), name
+    pth = tmp_path / "transformer.pth"
+    torch.save(backbone.state_dict(), pth)
+    assert torch.equal(load_transformer(pth, config=get_config("tiny")).proj_out.weight, backbone.proj_out.weight)
+
+
+def test_bad_checkpoints_fail_with_the_keys_named(tmp_path) -> None:
+    model = tiny()
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith(".pe")}
+    missing = dict(state)
+    missing.pop("transformer_blocks.3.attn1.to_q.weight")
+    save_file(missing, str(tmp_path / "missing.safetensors"))
+    with pytest.raises(InputError, match=r"missing keys by module: backbone \(1: transformer_blocks.3.attn1.to_q"):
+        load_transformer(tmp_path / "missing.safetensors", config=get_config("tiny"))
+
+    misshaped = dict(state, **{"audio_projection.fc1.weight": torch.zeros(3, 3)})
+    save_file(misshaped, str(tmp_path / "misshaped.safetensors"))
+    with pytest.raises(InputError, match=r"misshaped keys: audio_projection.fc1.weight: file \(3, 3\)"):
+        load_transformer(tmp_path / "misshaped.safetensors", config=get_config("tiny"))
+
+    extra = dict(state, **{"some_other_model.weight": torch.zeros(1)})
+    save_file(extra, str(tmp_path / "extra.safetensors"))
+    with pytest.raises(InputError, match=r"unexpected keys by module: backbone \(1: some_other_model.weight"):
+        load_transformer(tmp_path / "extra.safetensors", config=get_config("tiny"))
+
+
+def test_truncated_and_absent_files_fail_clearly(tmp_path) -> None:
+    model = tiny()
+    path = tmp_path / "ditalker_tiny.safetensors"
+    save_checkpoint(model, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated"):
+        load_transformer(path)
+    with pytest.raises(MissingModelError, match="nowhere.safetensors"):
+        load_transformer(tmp_path / "nowhere.safetensors")
