@@ -1,0 +1,144 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from speech import synthesize, write_wav
+from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+from ditalker_core.errors import MissingModelError
+from ditalker_core.extract.__main__ import main
+from ditalker_core.extract.audio import AudioEncoder, frame_windows
+from ditalker_core.media import resample
+
+LAYERS, WIDTH = 4, 32  # whisper-tiny has 4 encoder layers -> 5 rows per token, like the official 50 = 10 x 5
+
+
+def save_tiny_whisper(path, local: bool = False):
+    """A random Whisper with the real 30 s / 1500-token geometry and a small width.
+
+    ``local=True`` zeroes the positional table and the attention values, so every token depends
+    only on the audio around it: the features of any moment are then known from a short run.
+    """
+    torch.manual_seed(0)
+    config = WhisperConfig(vocab_size=64, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=3,
+                           d_model=WIDTH, encoder_layers=LAYERS, encoder_attention_heads=2, encoder_ffn_dim=64,
+                           decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, max_target_positions=32)
+    model = WhisperModel(config)
+    if local:
+        with torch.no_grad():
+            model.encoder.embed_positions.weight.zero_()
+            for layer in model.encoder.layers:
+                layer.self_attn.v_proj.weight.zero_()
+                layer.self_attn.out_proj.weight.zero_()
+    model.save_pretrained(path)
+    WhisperFeatureExtractor().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    return AudioEncoder.from_pretrained(save_tiny_whisper(tmp_path_factory.mktemp("whisper")))
+
+
+@pytest.fixture(scope="module")
+def speech():
+    return synthesize("Hello there, this is a short test of the audio encoder.")
+
+
+def test_frame_windows_follow_official_slicing():
+    # token t, row r holds 10 * t + r
+    tokens = (torch.arange(20.0).view(20, 1, 1) * 10 + torch.tensor([0.0, 1.0]).view(1, 2, 1))
+    windows = frame_windows(tokens, num_frames=12, fps=25)
+    assert windows.shape == (12, 20, 1)
+    expected_tokens = lambda centre: [min(max(i, 0), 19) for i in range(centre - 4, centre + 6)]  # noqa: E731
+    for frame in (0, 1, 5, 11):
+        rows = [10 * t + r for t in expected_tokens(2 * frame) for r in (0, 1)]  # time-major, rows within token
+        assert windows[frame, :, 0].tolist() == rows
+    # 30 fps: frame i is centred on the token covering i / 30 s
+    windows30 = frame_windows(tokens, num_frames=7, fps=30)
+    assert [int(windows30[i, 8, 0].item()) // 10 for i in range(7)] == [0, 1, 3, 5, 6, 8, 10]
+
+
+def test_rows_are_embeddings_and_raw_block_outputs(encoder, speech):
+    audio = resample(speech.audio, speech.rate, 16000)
+    tokens = encoder.tokens(audio)
+    assert tokens.shape == (len(audio) // 320, LAYERS + 1, WIDTH)
+    mel = encoder.feature_extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
+    with torch.no_grad():
+        reference = encoder.encoder(mel, output_hidden_states=True)
+    hidden = reference.hidden_states
+    for row in range(LAYERS):
+        torch.testing.assert_close(tokens[:, row], hidden[row][0, :len(tokens)])
+    # the official features skip Whisper's final layer norm; transformers applies it to the last state
+    with torch.no_grad():
+        normed = encoder.encoder.layer_norm(tokens[:, LAYERS])
+    torch.testing.assert_close(normed, reference.last_hidden_state[0, :len(tokens)])
+    assert not torch.allclose(tokens[:, LAYERS], normed)
+
+
+def test_any_rate_and_channel_layout_gives_frames_by_duration(encoder, speech, tmp_path):
+    base = speech.audio
+    inputs = {
+        "8 kHz mono": (resample(base, speech.rate, 8000), 8000),
+        "22.05 kHz mono": (base, speech.rate),
+        "44.1 kHz stereo (C, N)": (np.stack([resample(base, speech.rate, 44100)] * 2), 44100),
+        "44.1 kHz stereo file": (write_wav(tmp_path / "s.wav", np.stack([base, base], 1), speech.rate), None),
+        "AUDIO dict": ({"waveform": torch.from_numpy(base)[None, None], "sample_rate": speech.rate}, None),
+    }
+    results = {}
+    for name, (audio, rate) in inputs.items():
+        for fps in (25, 30) if name in ("8 kHz mono", "44.1 kHz stereo file") else (25,):
+            features = encoder.encode(audio, fps=fps, sample_rate=rate)
+            expected = math.ceil(speech.duration * fps)
+            assert features.windows.shape == (expected, 50, WIDTH), (name, fps)
+            assert features.num_frames == expected and features.fps == fps
+            results[name, fps] = features.windows
+    # the same speech at another rate or channel layout gives (nearly) the same features
+    reference = results["22.05 kHz mono", 25]
+    for name in ("44.1 kHz stereo (C, N)", "44.1 kHz stereo file", "AUDIO dict"):
+        other = results[name, 25][:len(reference)]
+        assert (other - reference).norm() / reference.norm() < 0.05, name
+    assert encoder.encode(base, fps=25, num_frames=7, sample_rate=speech.rate).windows.shape[0] == 7
+
+
+def test_long_audio_has_no_seam_and_no_drift(tmp_path):
+    local = AudioEncoder.from_pretrained(save_tiny_whisper(tmp_path / "local", local=True))
+    sentence = "The quick brown fox jumps over the lazy dog, then it runs far away into the green forest. "
+    speech = synthesize(sentence * 16)
+    rate = 16000
+    audio = resample(speech.audio, speech.rate, rate)[:70 * rate]
+    audio = audio + np.random.default_rng(0).normal(0, 1e-3, len(audio)).astype(np.float32)  # no digital silence
+    full = local.encode(audio, fps=25, sample_rate=rate)
+    assert full.windows.shape == (1750, 50, WIDTH)
+
+    def check(windows, moment: float) -> float:
+        """Largest relative error of frames moment +- 1 s against one unsplit run over moment +- 8 s."""
+        start = int(moment - 8)
+        clip = local.encode(audio[start * rate:(start + 16) * rate], fps=25, sample_rate=rate).windows
+        frames = slice(int((moment - 1) * 25), int((moment + 1) * 25))
+        reference = clip[frames.start - start * 25:frames.stop - start * 25]
+        return ((windows[frames] - reference).norm() / reference.norm()).item()
+
+    for moment in (20, 30, 40, 60):  # every window edge of a 20 s hop and of a plain 30 s split
+        assert check(full.windows, moment) < 1e-3, moment
+    # the check is sensitive: plain 30 s windows (the official script) leave a seam at 30 s
+    naive = torch.cat([local.tokens(audio[:30 * rate]), local.tokens(audio[30 * rate:60 * rate])])
+    assert check(frame_windows(naive, 1500, 25), 30) > 1e-2
+
+
+def test_missing_model_names_folder_and_source(tmp_path):
+    with pytest.raises(MissingModelError, match="models/audio_encoders") as info:
+        AudioEncoder.from_pretrained(tmp_path / "nothing")
+    assert "huggingface.co/openai/whisper-tiny" in str(info.value)
+
+
+def test_cli_writes_official_tensor(encoder, speech, tmp_path):
+    folder = save_tiny_whisper(tmp_path / "whisper")
+    wav = write_wav(tmp_path / "speech.wav", speech.audio, speech.rate)
+    out = tmp_path / "feat" / "speech.pt"
+    assert main(["audio", str(wav), "--out", str(out), "--whisper", str(folder), "--fps", "30", "--device", "cpu"]) == 0
+    saved = torch.load(out, weights_only=True)
+    assert saved.dtype == torch.float32
+    assert saved.shape == (math.ceil(len(speech.audio) / speech.rate * 30), 50, WIDTH)
+    torch.testing.assert_close(saved, encoder.encode(wav, fps=30).windows)
