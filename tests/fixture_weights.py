@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -37,3 +39,14 @@ def fill_with_recipe(module: torch.nn.Module, shapes: dict[str, list[int]], kept
         if key in plus_one:
             value += 1.0
         target.copy_(value)
+
+
+@lru_cache(maxsize=None)
+def vae_with_recipe(config_path: Path) -> torch.nn.Module:
+    """A fixture VAE config with the recipe's weights (cached: tests only read it)."""
+    from ditalker_core.models.vae import AutoencoderKLMagvit
+
+    manifest = json.loads(config_path.read_text())
+    model = AutoencoderKLMagvit.from_config(manifest["config"]).eval().requires_grad_(False)
+    fill_with_recipe(model, manifest["state_dict_shapes"], set(manifest["buffers_not_randomized"]))
+    return model

@@ -18,11 +18,13 @@ from safetensors.torch import load_file
 
 from ditalker_core.checkpoints import config_from_official, rebuild_fixed_tables
 from ditalker_core.models import DiTalkerTransformer3DModel, get_config, module_group
-from fixture_weights import FIXTURES, fill_with_recipe, recipe_tensor
+from ditalker_core.models.vae import AutoencoderKLMagvit
+from fixture_weights import FIXTURES, fill_with_recipe, recipe_tensor, vae_with_recipe
 
 EASYANIMATE = FIXTURES / "easyanimate_v3"
 OFFICIAL = FIXTURES / "ditalker_official"
 TRANSFORMER_TOL = 2e-5
+VAE_TOL = 1e-5
 
 
 def _json(path: Path) -> dict:
@@ -74,6 +76,37 @@ def test_easyanimate_transformer_case(config_file: Path, case_file: Path) -> Non
                     clip_encoder_hidden_states=x["clip_encoder_hidden_states"],
                     clip_attention_mask=x["clip_attention_mask"]).sample
     assert _max_err(out, x["output"]) < TRANSFORMER_TOL
+
+
+# ----------------------------------------------------------------------------------------------------------
+# EasyAnimateV3 MagViT slice VAE
+# ----------------------------------------------------------------------------------------------------------
+def _vae_cases() -> list[tuple[Path, Path]]:
+    return [(config, case) for config in _cases(EASYANIMATE, "easyanimate_v3_vae_*.json")
+            for case in _cases(EASYANIMATE, f"{config.stem}_io*.safetensors")]
+
+
+@pytest.mark.parametrize("config_file,case_file", _vae_cases(),
+                         ids=lambda p: p.name if p.suffix == ".safetensors" else "")
+def test_easyanimate_vae_case(config_file: Path, case_file: Path) -> None:
+    model = vae_with_recipe(config_file)
+    x = load_file(str(case_file))
+    with torch.no_grad():
+        posterior = model.encode(x["video"])
+        errors = {"latent_mean": _max_err(posterior.mean, x["latent_mean"]),
+                  "latent_logvar": _max_err(posterior.logvar, x["latent_logvar"]),
+                  "decoded": _max_err(model.decode(x["latent_mean"]), x["decoded"])}
+    assert max(errors.values()) < VAE_TOL, errors
+
+
+def test_easyanimate_vae_full_manifest_is_our_vae() -> None:
+    manifest = _json(EASYANIMATE / "easyanimate_v3_vae_full.json")
+    with torch.device("meta"):
+        models = (AutoencoderKLMagvit.from_config(manifest["config"]), AutoencoderKLMagvit())
+    for model in models:
+        assert {k: list(v.shape) for k, v in model.state_dict().items()} == manifest["state_dict_shapes"]
+    assert models[0].config.scaling_factor == 0.18215
+    assert (models[0].config.mini_batch_encoder, models[0].config.mini_batch_decoder) == (8, 2)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -207,6 +240,7 @@ def test_fixtures_are_present() -> None:
     """The parametrized tests above run nothing when the folder is wrong: fail loudly instead."""
     assert _easyanimate_transformer_cases(), f"no EasyAnimateV3 transformer cases under {EASYANIMATE}"
     assert _official_cases(), f"no official DiTalker cases under {OFFICIAL}"
+    assert _vae_cases(), f"no EasyAnimateV3 VAE cases under {EASYANIMATE}"
 
 
 def test_official_xl_manifest_matches_xl_config() -> None:

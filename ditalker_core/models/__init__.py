@@ -1,6 +1,7 @@
 """DiTalker model parts, named after the paper."""
 
-from .configs import CONFIGS, get_config
+from .configs import CONFIGS, VAE_CONFIGS, get_config, get_vae_config
 from .transformer import DiTalkerTransformer3DModel, DiTalkerTransformerOutput, module_group
 
-__all__ = ["CONFIGS", "DiTalkerTransformer3DModel", "DiTalkerTransformerOutput", "get_config", "module_group"]
+__all__ = ["CONFIGS", "VAE_CONFIGS", "DiTalkerTransformer3DModel", "DiTalkerTransformerOutput", "get_config",
+           "get_vae_config", "module_group"]

@@ -57,3 +57,12 @@ def get_config(name: str, **overrides: Any) -> dict[str, Any]:
     if name not in CONFIGS:
         raise KeyError(f"unknown model config {name!r}; choose one of {sorted(CONFIGS)}")
     return {**CONFIGS[name], **overrides}
+
+# MagViT slice VAE configurations: ``full`` is the released EasyAnimateV3 VAE (the class defaults).
+VAE_CONFIGS: dict[str, dict[str, Any]] = {"full": {}, "tiny": {"ch": 8, "norm_num_groups": 4, "use_tiling": False}}
+
+
+def get_vae_config(name: str, **overrides: Any) -> dict[str, Any]:
+    if name not in VAE_CONFIGS:
+        raise KeyError(f"unknown VAE config {name!r}; choose one of {sorted(VAE_CONFIGS)}")
+    return {**VAE_CONFIGS[name], **overrides}

@@ -1,0 +1,67 @@
+"""The MagViT slice VAE: frame counts, streaming decode, loading. (Parity cases: tests/test_parity.py.)"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from ditalker_core.errors import InputError, MissingModelError
+from ditalker_core.models.vae import AutoencoderKLMagvit
+from fixture_weights import FIXTURES, vae_with_recipe as recipe_model
+
+FIXTURE_DIR = FIXTURES / "easyanimate_v3"
+
+
+@pytest.mark.parametrize(("frames", "latents", "decoded"), [(1, 1, 1), (5, 2, 8), (9, 3, 9), (16, 4, 16)])
+def test_frame_counts(frames: int, latents: int, decoded: int):
+    model = recipe_model(FIXTURE_DIR / "easyanimate_v3_vae_small.json")
+    video = torch.rand(1, 3, frames, 8, 8, generator=torch.Generator().manual_seed(frames)) * 2 - 1
+    z = model.encode(video).mode()
+    assert z.shape == (1, 4, latents, 1, 1)
+    assert model.decode(z).shape == (1, 3, decoded, 8, 8)
+
+
+def test_stream_equals_full_decode():
+    model = recipe_model(FIXTURE_DIR / "easyanimate_v3_vae_small.json")
+    io = load_file(FIXTURE_DIR / "easyanimate_v3_vae_small_io_chunked.safetensors")
+    chunks = list(model.decode_stream(io["latent_mean"]))
+    assert [c.shape[2] for c in chunks] == [1, 8, 8]  # lone first frame, then 2-latent chunks
+    streamed = torch.cat(chunks, dim=2)
+    assert (streamed - model.decode(io["latent_mean"])).abs().max().item() < 1e-6
+    assert (streamed - io["decoded"]).abs().max().item() < 1e-5  # the recorded reference decode
+
+
+def test_stream_chunks_only_see_their_neighbours():
+    """A chunk reads the previous and next chunk's latents, nothing farther: what keeps streaming memory flat."""
+    model = recipe_model(FIXTURE_DIR / "easyanimate_v3_vae_small.json")
+    z = torch.randn(1, 4, 9, 2, 2, generator=torch.Generator().manual_seed(0))
+    far = z.clone()
+    far[:, :, 7:] += 3.0  # the last chunk; chunks 0-2 read latents 0-6 at most
+    ours, changed = list(model.decode_stream(z)), list(model.decode_stream(far))
+    assert [c.shape[2] for c in ours] == [1, 8, 8, 8, 8]
+    for k in range(3):
+        assert torch.equal(ours[k], changed[k]), k
+    assert not torch.allclose(ours[3], changed[3])  # latents 5-6 read 7-8 as right context
+
+
+def test_from_local_loads_unconverted_and_names_missing_files(tmp_path: Path):
+    config_path = FIXTURE_DIR / "easyanimate_v3_vae_small.json"
+    model = recipe_model(config_path)
+    with pytest.raises(MissingModelError, match="diffusion_pytorch_model.safetensors"):
+        AutoencoderKLMagvit.from_local(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(json.loads(config_path.read_text())["config"]))
+    save_file(model.state_dict(), tmp_path / "diffusion_pytorch_model.safetensors")
+    loaded = AutoencoderKLMagvit.from_local(tmp_path)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+
+
+def test_rejects_unported_options():
+    with pytest.raises(InputError, match="slice_compression_vae"):
+        AutoencoderKLMagvit(ch=8, norm_num_groups=4, slice_compression_vae=False)
+    with pytest.raises(InputError, match="down_block_types"):
+        AutoencoderKLMagvit(ch=8, norm_num_groups=4, down_block_types=["DownBlock3D"] * 4)
