@@ -51,8 +51,9 @@ def _measure_here(config: str, frames: int, height: int, width: int, device: str
         baseline = _peak_bytes(dev)
     start = time.perf_counter()
     decoded = 0
-    for chunk in model.decode_stream(z):  # consumed and dropped, as a video writer would
-        decoded += chunk.shape[2]
+    with torch.no_grad():
+        for chunk in model.decode_stream(z):  # consumed and dropped, as a video writer would
+            decoded += chunk.shape[2]
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - start

@@ -25,6 +25,7 @@ from .errors import InputError, MissingModelError
 from .models.motion_module import FramePositionalEncoding
 from .models.seem import SinusoidPositions
 from .models.transformer import DiTalkerTransformer3DModel, module_group
+from .models.vae import AutoencoderKLMagvit
 
 FORMAT = "ditalker"
 
@@ -153,9 +154,9 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], allow_missing
     return missing
 
 
-def save_checkpoint(model: DiTalkerTransformer3DModel, path: str | os.PathLike,
-                    modules: Optional[Iterable[str]] = None) -> None:
-    """Write our single-file format atomically; ``modules`` keeps only those groups (small phase-2/3 files)."""
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, modules: Optional[Iterable[str]] = None) -> None:
+    """Write our single-file format atomically (transformer or VAE); ``modules`` keeps only those transformer
+    groups (small phase-2/3 files)."""
     keep = set(modules) if modules is not None else None
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()
              if not _is_fixed_table(k) and (keep is None or module_group(k) in keep)}
@@ -197,3 +198,17 @@ def load_transformer(path: str | os.PathLike, config: Optional[Mapping[str, Any]
     load_into(model, state, allowed)
     # nn.Module.to: diffusers' ModelMixin.to warns about fp32-pinned modules this model does not have.
     return nn.Module.to(model, device=device, dtype=dtype).eval()
+
+
+def load_vae(path: str | os.PathLike, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+             ) -> AutoencoderKLMagvit:
+    """The MagViT VAE from our single file, the released ``vae/`` folder, or a bare upstream weights file."""
+    path = Path(path)
+    if path.is_dir():
+        return nn.Module.to(AutoencoderKLMagvit.from_local(path, dtype), device=device).eval().requires_grad_(False)
+    state, metadata = read_state_dict(path)
+    config = json.loads(metadata["config"]) if metadata.get("format") == FORMAT else {}
+    with torch.device("meta"):
+        model = AutoencoderKLMagvit.from_config(config)
+    load_into(model, state)
+    return nn.Module.to(model, device=device, dtype=dtype).eval().requires_grad_(False)

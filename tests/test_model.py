@@ -130,7 +130,7 @@ def test_wrong_audio_length_is_explained() -> None:
     model = tiny()
     x = inputs(model)
     x["audio_encoder_hidden_states"] = x["audio_encoder_hidden_states"][:, :10]
-    with pytest.raises(InputError, match="exactly 16 video frames"):
+    with pytest.raises(InputError, match="exactly 32 video frames"):
         model(**x)
 
 

@@ -26,7 +26,7 @@ TINY: dict[str, Any] = {
                                  "attention_block_types": ["Temporal_Self", "Global_Self"],
                                  "temporal_position_encoding": True, "temporal_position_encoding_max_len": 256,
                                  "temporal_attention_dim_div": 1},
-    "audio_frames": 16,
+    "audio_frames": 32,
     "audio_feature_dim": 32,
     "audio_tokens": 16,
     "audio_hidden_dim": 64,

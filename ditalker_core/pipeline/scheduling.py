@@ -1,0 +1,22 @@
+"""Diffusers schedulers with the noise schedule the EasyAnimateV3 / PixArt weights were trained on."""
+
+from __future__ import annotations
+
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+TRAIN_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
+                      prediction_type="epsilon")
+
+SCHEDULERS = {
+    "dpm++": lambda: DPMSolverMultistepScheduler(**TRAIN_SCHEDULE, algorithm_type="dpmsolver++"),
+    "ddim": lambda: DDIMScheduler(**TRAIN_SCHEDULE, clip_sample=False, set_alpha_to_one=False, steps_offset=1),
+    "euler": lambda: EulerDiscreteScheduler(**TRAIN_SCHEDULE),
+}
+
+
+def make_scheduler(name: str) -> SchedulerMixin:
+    """A fresh scheduler (they are stateful: one per window)."""
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {sorted(SCHEDULERS)}")
+    return SCHEDULERS[name]()

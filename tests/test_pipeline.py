@@ -1,0 +1,174 @@
+"""Sampling pipeline with tiny models on CPU: windows, guidance, determinism, progress/cancel, long audio."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ditalker_core.errors import InputError
+from ditalker_core.models import DiTalkerTransformer3DModel, get_config, get_vae_config
+from ditalker_core.models.vae import AutoencoderKLMagvit
+from ditalker_core.pipeline import Conditions, DiTalkerPipeline, Guidance, SamplingOptions, prepare_reference
+from ditalker_core.pipeline.conditioning import output_size
+from ditalker_core.pipeline.windows import Window, plan_windows
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models are dominated by per-op overhead; one thread avoids oversubscribing a loaded CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def pipe() -> DiTalkerPipeline:
+    torch.manual_seed(0)
+    transformer = DiTalkerTransformer3DModel(**get_config("tiny")).eval()
+    with torch.no_grad():  # non-trivial DiTalker modules, so every condition moves the output
+        for name, p in transformer.named_parameters():
+            if name.endswith("to_out.0.weight") or "conv_out" in name or "long_connect" in name:
+                p.normal_(0, 0.05)
+    vae = AutoencoderKLMagvit(**get_vae_config("tiny")).eval()
+    return DiTalkerPipeline(transformer, vae)
+
+
+def conditions(pipe: DiTalkerPipeline, frames: int, seed: int = 0) -> Conditions:
+    cfg = pipe.transformer.config
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(48, 40, 3, generator=g)
+    return Conditions(
+        reference=prepare_reference(image, SIZE, SIZE), num_frames=frames,
+        audio_features=torch.randn(frames, 50, cfg.audio_feature_dim, generator=g),
+        phoneme_ids=torch.randint(0, 74, (frames,), generator=g),
+        style_clip=torch.randn(20, 64, generator=g),
+        pose_video=torch.rand(3, frames, SIZE // 2, SIZE // 2, generator=g),
+        emotion_tokens=torch.randn(5, cfg.caption_channels, generator=g),
+        negative_tokens=torch.randn(2, cfg.caption_channels, generator=g),
+        clip_embedding=torch.randn(cfg.clip_embed_dim, generator=g),
+    )
+
+
+@pytest.mark.parametrize("frames", [1, 32, 33, 70, 1500])
+def test_windows_cover_every_frame_on_latent_aligned_starts(frames: int) -> None:
+    windows = plan_windows(frames, 32, 8)
+    assert windows[0] == Window(0, 32, 0) and windows[-1].end >= frames > windows[-1].start
+    for previous, current in zip(windows, windows[1:]):
+        assert current.start == previous.end - 8 and current.known == 8 and current.start % 4 == 0
+        assert current.end - current.start == 32
+
+
+def test_output_size_keeps_aspect_in_model_multiples() -> None:
+    assert output_size(512, 512, 512) == (512, 512)
+    h, w = output_size(720, 1280, 512)
+    assert h % 16 == 0 and w % 16 == 0 and abs(w / h - 16 / 9) < 0.05
+
+
+def test_reference_accepts_rgba_gray_and_odd_sizes() -> None:
+    rgba = torch.zeros(33, 47, 4)
+    rgba[..., 3] = 0.0  # fully transparent -> white
+    assert torch.allclose(prepare_reference(rgba, 16, 32), torch.ones(3, 16, 32))
+    gray = (torch.rand(31, 29) * 255).to(torch.uint8)
+    assert prepare_reference(gray.numpy(), 32, 16).shape == (3, 32, 16)
+    with pytest.raises(InputError, match="multiples of 16"):
+        prepare_reference(gray.numpy(), 30, 16)
+
+
+def test_single_scale_equals_equal_weight_multi_condition(pipe: DiTalkerPipeline) -> None:
+    cond = conditions(pipe, 16)
+    single = pipe(cond, SamplingOptions(steps=2, guidance=Guidance.single(3.0)))
+    branches = [b for b in Guidance(3.0, 3.0, 3.0 + 1e-9).branches()]
+    assert len(branches) == 4
+    multi = pipe(cond, SamplingOptions(steps=2, guidance=Guidance(3.0, 3.0, 3.0 + 1e-9)))
+    torch.testing.assert_close(single, multi, rtol=0, atol=2e-4)
+
+
+def test_branches_in_one_batch_equal_branches_one_by_one(pipe: DiTalkerPipeline) -> None:
+    cond = conditions(pipe, 16)
+    guidance = Guidance(2.0, 4.0, 6.0)
+    batched = pipe(cond, SamplingOptions(steps=2, guidance=guidance))
+    serial = pipe(cond, SamplingOptions(steps=2, guidance=guidance, branch_batch=1))
+    torch.testing.assert_close(batched, serial, rtol=0, atol=1e-4)
+
+
+def test_each_guidance_weight_matters(pipe: DiTalkerPipeline) -> None:
+    cond = conditions(pipe, 16)
+    base = pipe(cond, SamplingOptions(steps=2, guidance=Guidance(2.0, 2.0, 2.0)))
+    for weights in ((6.0, 2.0, 2.0), (2.0, 6.0, 2.0), (2.0, 2.0, 6.0)):
+        assert (pipe(cond, SamplingOptions(steps=2, guidance=Guidance(*weights))) - base).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("scheduler", ["dpm++", "ddim", "euler"])
+def test_fixed_seed_is_deterministic_and_frame_count_exact(pipe: DiTalkerPipeline, scheduler: str) -> None:
+    cond = conditions(pipe, 21)
+    options = SamplingOptions(steps=2, scheduler=scheduler, seed=7)
+    first, second = pipe(cond, options), pipe(cond, options)
+    assert first.shape == (21, SIZE, SIZE, 3) and torch.equal(first, second)
+    other = pipe(cond, SamplingOptions(steps=2, scheduler=scheduler, seed=8))
+    assert (other - first).abs().max() > 1e-3
+
+
+def test_short_audio_and_denoise_strength(pipe: DiTalkerPipeline) -> None:
+    cond = conditions(pipe, 5)
+    assert pipe(cond, SamplingOptions(steps=4, denoise=0.5)).shape == (5, SIZE, SIZE, 3)
+    calls = []
+    pipe(cond, SamplingOptions(steps=4, denoise=0.5), progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 2), (2, 2)]
+
+
+def test_progress_every_step_and_cancel_between_steps(pipe: DiTalkerPipeline) -> None:
+    cond = conditions(pipe, 40)  # two windows
+    calls: list[tuple[int, int]] = []
+    pipe(cond, SamplingOptions(steps=3), progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 6) for i in range(1, 7)]
+
+    class Cancelled(Exception):
+        pass
+
+    seen: list[int] = []
+
+    def cancel_at_two(done: int, total: int) -> None:
+        seen.append(done)
+        if done == 2:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        pipe(cond, SamplingOptions(steps=3), progress=cancel_at_two)
+    assert seen == [1, 2]
+
+
+def test_mismatched_conditions_are_explained(pipe: DiTalkerPipeline) -> None:
+    cond = conditions(pipe, 16)
+    cond.audio_features = cond.audio_features[:10]
+    with pytest.raises(InputError, match="audio_features covers 10 frames but the audio gives 16"):
+        pipe(cond, SamplingOptions(steps=1))
+    cond = conditions(pipe, 16)
+    cond.pose_video = torch.rand(3, 16, 8, 8)
+    with pytest.raises(InputError, match="half the video size"):
+        pipe(cond, SamplingOptions(steps=1))
+    with pytest.raises(InputError, match="0 video frames"):
+        pipe(conditions(pipe, 1) if False else Conditions(reference=cond.reference, num_frames=0),
+             SamplingOptions(steps=1))
+
+
+def test_sixty_seconds_of_audio_exact_frames_and_no_seams(pipe: DiTalkerPipeline) -> None:
+    frames = 60 * 25
+    cond = conditions(pipe, frames, seed=3)
+    options = SamplingOptions(steps=1, guidance=Guidance.single(1.0))
+    windows = pipe.plan(frames, options.overlap)
+    chunks = [chunk for chunk in pipe.stream(cond, options)]
+    video = torch.cat(chunks)
+    assert video.shape == (frames, SIZE, SIZE, 3)
+    assert max(c.shape[0] for c in chunks) <= pipe.window_frames  # streamed window by window
+    # Frame-to-frame change across window borders vs inside windows at the same phase: the VAE decodes 8 frames
+    # (2 latents) per chunk, so changes are larger between chunks, and window borders are chunk borders.
+    diffs = (video[1:] - video[:-1]).abs().mean(dim=(1, 2, 3))
+    borders = torch.tensor([w.start + d for w in windows[1:] for d in (0, w.known)]) - 1
+    same_phase = torch.zeros_like(diffs, dtype=torch.bool)
+    same_phase[7::8] = True
+    same_phase[borders] = False
+    ratio = diffs[borders].mean() / diffs[same_phase].mean()
+    assert 0.8 < ratio < 1.2, ratio
