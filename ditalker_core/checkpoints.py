@@ -168,6 +168,16 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, modules: Optional
     os.replace(tmp, path)
 
 
+def load_modules(model: nn.Module, path: str | os.PathLike) -> list[str]:
+    """Load a file holding only some modules (a phase-2/3 export) over ``model``; returns the groups loaded."""
+    state, _ = read_state_dict(path)
+    groups = {module_group(k) for k in model.state_dict()}
+    check_keys(model, state, allow_missing_groups=groups)  # unexpected or misshaped keys still fail
+    own = model.state_dict()
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+    return sorted({module_group(k) for k in state})
+
+
 def load_transformer(path: str | os.PathLike, config: Optional[Mapping[str, Any]] = None,
                      dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
                      ) -> DiTalkerTransformer3DModel:
@@ -186,6 +196,10 @@ def load_transformer(path: str | os.PathLike, config: Optional[Mapping[str, Any]
                          f"get_config('xl') for DiTalker, or config_from_official(config.json))")
     else:
         partial = False
+    if partial and "backbone" not in json.loads(metadata["modules"]):
+        raise InputError(f"{Path(path).name} holds only the modules {json.loads(metadata['modules'])}: load the "
+                         f"full model it was trained from, then this file over it (load_modules; in ComfyUI the "
+                         f"loader's 'modules' input)")
     upstream_backbone = not any(module_group(k) != "backbone" for k in state)
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     with torch.device("meta"):

@@ -1,0 +1,255 @@
+"""The trainer on CPU with the tiny model and toy helpers: each phase's step trains only its modules with every
+loss finite, the loss falls on one clip, a SIGKILLed run resumes to the same losses, exports load."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ditalker_core.checkpoints import load_transformer, read_state_dict
+from ditalker_core.media import write_video
+from ditalker_core.models import module_group
+from speech import synthesize
+from test_training_preprocess import TEXT, one_thread, talking_frames  # noqa: F401  (one_thread: autouse)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "training" / "configs"
+SIZE = 64  # pixels; the tiny model's latent grid is 8 x 8
+# A 4-block tiny model (REPA at block 2) on 8-frame clips keeps a CPU step well under a second.
+SMALL = {"num_layers": 4, "repa_depth": 2, "audio_frames": 8}
+
+
+def _write_masks(root: Path, name: str) -> None:
+    """Eye, lip and face masks of the astronaut crop below (positions from the photo, in 64 px)."""
+    from PIL import Image, ImageDraw
+
+    shapes = {"eye_masks": [(25, 9, 33, 16), (31, 9, 39, 16)], "lip_mask": [(25, 16, 35, 22)],
+              "face_mask": [(17, 2, 45, 30)]}
+    for folder, boxes in shapes.items():
+        image = Image.new("L", (SIZE, SIZE))
+        for box in boxes:
+            ImageDraw.Draw(image).ellipse(box, fill=255)
+        (root / folder).mkdir(exist_ok=True)
+        image.save(root / folder / f"{name}.png")
+
+
+@pytest.fixture(scope="module")
+def helpers(tmp_path_factory) -> dict[str, str]:
+    from training.tiny import make_tiny_helpers
+
+    return make_tiny_helpers(tmp_path_factory.mktemp("helpers"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, helpers) -> Path:
+    """One talking clip (generated face + synthesised speech) with every condition in the official layout."""
+    from scipy.io import savemat
+
+    from ditalker_core.extract.audio import AudioEncoder
+    from ditalker_core.extract.phonemes import extract_phonemes
+    from training.preprocess import crop_resize, write_wav
+
+    root = tmp_path_factory.mktemp("data")
+    speech = synthesize(TEXT)
+    audio = np.interp(np.arange(0, len(speech.audio), speech.rate / 16000), np.arange(len(speech.audio)),
+                      speech.audio).astype(np.float32)
+    frames = crop_resize(talking_frames(audio, 16000), (0, 48, 240), SIZE)
+    count = len(frames)
+    for folder in ("videos_25", "audio", "whisper_audio_emb", "phoneme", "3dmm", "videos_25_dwpose"):
+        (root / folder).mkdir()
+    write_video(root / "videos_25" / "talk.mp4", frames, 25, audio=audio, sample_rate=16000)
+    write_wav(root / "audio" / "talk.wav", np.pad(audio, (0, max(0, count * 640 - len(audio)))))
+    features = AudioEncoder.from_pretrained(helpers["whisper"]).encode(audio, 25, count, 16000).windows
+    torch.save(features, root / "whisper_audio_emb" / "talk.pt")
+    ids = extract_phonemes(audio, TEXT, num_frames=count, sample_rate=16000).ids
+    (root / "phoneme" / "talk.json").write_text(json.dumps(ids))
+    rng = np.random.default_rng(0)
+    savemat(str(root / "3dmm" / "talk.mat"), {"coeff": rng.normal(0, 0.3, (count, 257)).astype(np.float32)})
+    pose = np.zeros((count, SIZE // 2, SIZE // 2, 3), np.uint8)
+    for i in range(count):  # a moving "keypoint" blob
+        x = 10 + int(6 * np.sin(i / 6))
+        pose[i, 12:16, x:x + 4] = (255, 0, 85)
+    write_video(root / "videos_25_dwpose" / "talk.mp4", pose, 25)
+    _write_masks(root, "talk")
+    record = {"file_path": "videos_25/talk.mp4", "text": "This person is happy and talks", "type": "video",
+              "audio_emb_path": "whisper_audio_emb/talk.pt", "phoneme_dir": "phoneme/talk.json",
+              "3dmm_dir": "3dmm/talk.mat", "pose_video_path": "videos_25_dwpose/talk.mp4",
+              "audio_path": "audio/talk.wav", "num_frames": count}
+    (root / "metadata.json").write_text(json.dumps([record]))
+    return root
+
+
+def overrides(data: Path, helpers: dict[str, str], out: Path, **extra) -> list[str]:
+    items = {
+        "output_dir": out, "model.config": "tiny", "model.overrides": json.dumps(SMALL), "model.init": "null",
+        "model.init_modules": "[]", "model.gradient_checkpointing": False,
+        "models.easyanimate": helpers["models.easyanimate"], "models.dinov2": helpers["models.dinov2"],
+        "models.syncnet": helpers["models.syncnet"], "data.metadata": data / "metadata.json",
+        "data.resolution": SIZE, "data.num_workers": 0, "train.mixed_precision": "no", "train.batch_size": 1,
+        "train.grad_accum": 1, "train.warmup_steps": 0, "log.every": 1, "log.tensorboard": False,
+        "checkpoint.every": 0, **extra}
+    return [f"{k}={v}" for k, v in items.items()]
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights_by_group(path: Path) -> dict[str, dict[str, torch.Tensor]]:
+    state, _ = read_state_dict(path)
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        groups.setdefault(module_group(key), {})[key] = value
+    return groups
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory) -> Path:
+    """A complete tiny model file standing in for the EasyAnimateV3 / phase-1 weights."""
+    from ditalker_core.checkpoints import save_checkpoint
+    from ditalker_core.models import DiTalkerTransformer3DModel, get_config
+
+    torch.manual_seed(0)
+    model = DiTalkerTransformer3DModel(**get_config("tiny", **SMALL))
+    with torch.no_grad():  # non-zero condition outputs, so every module's gradient path is open
+        for name, param in model.named_parameters():
+            if module_group(name) != "backbone" and not param.any():
+                param.normal_(0, 0.02)
+    path = tmp_path_factory.mktemp("base") / "base.safetensors"
+    save_checkpoint(model, path)
+    return path
+
+
+PHASES = {
+    "phase1": {"backbone"},
+    "phase2": {"audio_projection", "asfm.audio_attention", "asfm.style_attention", "seem.style", "scale_adapter",
+               "pose_adapter", "repa_head"},
+    "phase3": {"eca"},
+}
+
+
+@pytest.mark.parametrize("phase", sorted(PHASES))
+def test_one_step_of_each_phase_trains_only_its_modules_with_every_loss(phase, data, helpers, base_model,
+                                                                       tmp_path):
+    from training.train import main
+
+    out = tmp_path / phase
+    main(["--config", str(CONFIGS / f"{phase}.yaml"), *overrides(
+        data, helpers, out, **{"model.init": base_model, "model.init_modules": "[]", "train.max_steps": 1,
+                               "train.lr": 1e-3, "losses.id.weight": 0.1, "losses.sync.weight": 0.1,
+                               "model.gradient_checkpointing": phase == "phase2",
+                               "train.grad_accum": 2 if phase == "phase3" else 1})])
+    (line,) = metrics(out)
+    for term in ("loss", "rec", "eye", "vb", "id", "sync_l2", "syncnet"):
+        assert np.isfinite(line[term]), (term, line)
+    assert line["syncnet"] > 0 and -1 <= line["id"] <= 1  # BCE of a probability; a negative cosine
+
+    before, after = weights_by_group(base_model), weights_by_group(out / "transformer.safetensors")
+    changed = {group for group, tensors in after.items()
+               if any(not torch.equal(value, before[group][key]) for key, value in tensors.items())}
+    assert changed == PHASES[phase]
+
+
+def test_loss_halves_in_200_steps_on_one_clip(data, helpers, tmp_path):
+    from training.train import main
+
+    out = tmp_path / "fit"
+    main(["--config", str(CONFIGS / "phase1.yaml"), *overrides(
+        data, helpers, out, **{"train.max_steps": 200, "train.lr": 2e-3, "conditions.drop": "{}", "data.resolution": 32,
+                               "diffusion.timestep_sampling": "uniform"})])
+    losses = [line["loss"] for line in metrics(out)]
+    assert len(losses) == 200
+    assert np.mean(losses[-20:]) < 0.5 * losses[0], (losses[0], losses[-20:])
+
+
+def test_sigkill_then_resume_reproduces_the_uninterrupted_run(data, helpers, tmp_path):
+    from training.checkpointing import list_states
+    from training.train import main
+
+    common = {"train.max_steps": 8, "train.lr": 1e-3, "checkpoint.every": 2, "checkpoint.keep": 2,
+              "losses.id.weight": 0.1, "model.trainable": "[backbone, repa_head]", "train.ema.enabled": True}
+    reference = tmp_path / "reference"
+    main(["--config", str(CONFIGS / "phase1.yaml"), *overrides(data, helpers, reference, **common)])
+
+    out = tmp_path / "killed"
+    argv = [sys.executable, str(ROOT / "training" / "train.py"), "--config", str(CONFIGS / "phase1.yaml"),
+            *overrides(data, helpers, out, **{**common, "train.max_steps": 1000})]
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:  # kill it after its second state, mid-way through step 5 or 6
+            if len(list_states(out / "checkpoints")) >= 2:
+                break
+            assert process.poll() is None, "training exited early"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    states = list_states(out / "checkpoints")
+    assert states and all((path / "state.json").is_file() for _, path in states)
+    for _, path in states:  # every state that exists is complete and loadable
+        json.loads((path / "state.json").read_text())
+        read_state_dict(path / "trainable.safetensors")
+
+    main(["--config", str(CONFIGS / "phase1.yaml"), *overrides(data, helpers, out, **common)])
+    resumed, expected = metrics(out), metrics(reference)
+    assert [m["step"] for m in resumed] == list(range(1, 9))
+    for got, want in zip(resumed, expected):
+        for key in ("loss", "rec", "eye", "vb", "id", "lr"):
+            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), (got["step"], key)
+    for name in ("transformer.safetensors", "transformer_ema.safetensors"):  # weights, optimiser and EMA resumed
+        got, want = read_state_dict(out / name)[0], read_state_dict(reference / name)[0]
+        assert all(torch.allclose(got[k], want[k], rtol=1e-4, atol=1e-6) for k in want), name
+    assert not list((out / "checkpoints").glob("*.tmp"))
+    assert len(list_states(out / "checkpoints")) == 2  # checkpoint.keep
+
+
+def test_exported_checkpoints_load_and_sample(data, helpers, base_model, tmp_path):
+    from ditalker_core.media import load_audio, read_video
+    from ditalker_core.pipeline import DiTalkerPipeline, SamplingOptions
+    from ditalker_core.checkpoints import load_modules
+    from training.conditioning import load_frozen
+    from training.config import load_config
+    from training.dataset import read_metadata
+    from training.train import main
+    from training.validation import record_conditions
+
+    out = tmp_path / "phase2"
+    main(["--config", str(CONFIGS / "phase2.yaml"), *overrides(
+        data, helpers, out, **{"model.init": base_model, "train.max_steps": 1, "losses.sync.weight": 0,
+                               "losses.id.weight": 0})])
+    small = out / "transformer.safetensors"
+    groups = set(weights_by_group(small))
+    assert "backbone" not in groups and "asfm.audio_attention" in groups  # trained modules only
+
+    model = load_transformer(base_model)
+    assert load_modules(model, small) == sorted(groups)
+    for key, value in read_state_dict(small)[0].items():
+        assert torch.equal(model.state_dict()[key], value)
+
+    full = tmp_path / "phase1"
+    main(["--config", str(CONFIGS / "phase1.yaml"), *overrides(
+        data, helpers, full, **{"train.max_steps": 1, "validation.every": 1, "validation.steps": 2})])
+    frames, fps = read_video(full / "validation" / "step-000000001.mp4")
+    assert frames.shape == (8, SIZE, SIZE, 3) and fps == 25  # one model window, sampled by the pipeline
+    assert load_audio(full / "validation" / "step-000000001.mp4")[0].size > 0  # with the clip's sound
+
+    loaded = load_transformer(full / "transformer.safetensors")
+    assert loaded.config.num_layers == 4 and loaded.config.audio_frames == 8
+    config = load_config(CONFIGS / "phase1.yaml", overrides(data, helpers, full))
+    frozen = load_frozen(config, [record.text for record in read_metadata(data / "metadata.json")],
+                         torch.device("cpu"), torch.float32)
+    record = read_metadata(data / "metadata.json")[0]
+    conditions = record_conditions(record, frozen, 12, SIZE, loaded.config.style_max_len)
+    video = DiTalkerPipeline(loaded, frozen.vae)(conditions, SamplingOptions(steps=2, overlap=0))
+    assert video.shape == (12, SIZE, SIZE, 3) and torch.isfinite(video).all()  # two windows, 12 frames

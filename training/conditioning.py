@@ -1,0 +1,192 @@
+"""Frozen helper models and the turning of a data batch into the transformer's inputs.
+
+Everything here is frozen: the EasyAnimateV3 MagViT VAE (video, inpaint mask and masked video latents), the
+CLIP image encoder (reference embedding), T5 (caption tokens, encoded once per distinct caption through the
+on-disk cache of ``ditalker_core.extract.emotion`` and then unloaded), DINOv2 (identity loss targets) and the
+SyncNet expert (sync loss). All randomness (VAE posterior samples, inpaint masks, condition dropout) is drawn
+from the step's generator, so a resumed run repeats the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import torch
+
+from ditalker_core.checkpoints import load_vae
+from ditalker_core.errors import MissingModelError
+from ditalker_core.extract.emotion import T5PromptEncoder
+from ditalker_core.extract.reference import encode_reference, load_clip_vision
+from ditalker_core.models.syncnet import SyncNet, load_syncnet
+from ditalker_core.models.vae import AutoencoderKLMagvit
+
+logger = logging.getLogger(__name__)
+
+DINOV2_SOURCE = "https://huggingface.co/facebook/dinov2-base (config.json + model.safetensors)"
+
+
+@dataclass
+class FrozenModels:
+    vae: AutoencoderKLMagvit
+    clip: Any
+    clip_processor: Any
+    prompts: dict[str, tuple[torch.Tensor, torch.Tensor]]  # caption -> (tokens (L, D), mask (L,))
+    dinov2: Optional[torch.nn.Module] = None
+    syncnet: Optional[SyncNet] = None
+
+
+def _path(config: dict[str, Any], key: str, default_sub: str = "") -> Path:
+    models = config["models"]
+    value = models.get(key)
+    return Path(value) if value else Path(models["easyanimate"]) / default_sub
+
+
+def load_dinov2(path: str | Path, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """A transformers DINOv2 folder (``Dinov2Model``; register variants work too)."""
+    from transformers import AutoModel
+
+    path = Path(path)
+    weights = [path / "model.safetensors", path / "pytorch_model.bin"]
+    if not (path / "config.json").is_file() or not any(w.is_file() for w in weights):
+        raise MissingModelError("DINOv2 folder for the identity loss", [path / "config.json", *weights], path,
+                                DINOV2_SOURCE)
+    return AutoModel.from_pretrained(path).to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def encode_prompts(encoder: T5PromptEncoder, texts: Iterable[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Every distinct non-empty caption -> (tokens, mask); T5 is unloaded afterwards (the cache keeps them)."""
+    prompts = {}
+    for text in sorted(set(texts)):
+        if text:
+            tokens = encoder(text)
+            prompts[text] = (tokens.embeds[0], tokens.mask[0])
+    encoder.unload()
+    return prompts
+
+
+def load_frozen(config: dict[str, Any], texts: Iterable[str], device: torch.device, dtype: torch.dtype
+                ) -> FrozenModels:
+    """Load the helpers the enabled losses need, from local paths only."""
+    losses = config["losses"]
+    vae = load_vae(_path(config, "vae", "vae"), dtype, device)
+    clip, processor = load_clip_vision(_path(config, "image_encoder"), device, dtype)
+    clip.requires_grad_(False)
+    cache = config["models"]["text_cache"] or Path(config["output_dir"]) / "t5_cache"
+    encoder = T5PromptEncoder(_path(config, "text_encoder"), cache_dir=cache, device=device, dtype=dtype)
+    frozen = FrozenModels(vae, clip, processor, encode_prompts(encoder, texts))
+    if losses["id"]["weight"]:
+        frozen.dinov2 = load_dinov2(config["models"]["dinov2"], device, dtype)
+    if losses["sync"]["weight"]:
+        frozen.syncnet = load_syncnet(config["models"]["syncnet"], device, dtype).requires_grad_(False)
+    return frozen
+
+
+# ----------------------------------------------------------------------------- inpaint masks
+def _randint(low: int, high: int, generator: torch.Generator) -> int:
+    return int(torch.randint(low, high, (1,), generator=generator))
+
+
+def inpaint_mask(frames: int, height: int, width: int, mode: str, generator: torch.Generator) -> torch.Tensor:
+    """(1, F, H, W) mask, 1 = to generate. ``first_frame``: only frame 0 is known (what inference does).
+    ``official``: EasyAnimate's ``get_random_mask`` mixture (5% box, 30% all, 30% after the first k frames,
+    30% between the first and last k frames, 5% box over a frame range; k in 1..4)."""
+    mask = torch.zeros(1, frames, height, width)
+    if mode == "first_frame":
+        mask[:, 1:] = 1
+        return mask
+    kind = int(torch.multinomial(torch.tensor([0.05, 0.3, 0.3, 0.3, 0.05]), 1, generator=generator))
+    if kind in (0, 4):
+        cx, cy = _randint(0, width, generator), _randint(0, height, generator)
+        bw = _randint(width // 4, max(width // 4 * 3, width // 4 + 1), generator)
+        bh = _randint(height // 4, max(height // 4 * 3, height // 4 + 1), generator)
+        rows = slice(max(cy - bh // 2, 0), min(cy + bh // 2, height))
+        cols = slice(max(cx - bw // 2, 0), min(cx + bw // 2, width))
+        span = slice(None) if kind == 0 else slice(_randint(0, max(frames // 2, 1), generator),
+                                                   _randint(frames // 2, frames, generator))
+        mask[:, span, rows, cols] = 1
+    elif kind == 1:
+        mask[:] = 1
+    elif kind == 2:
+        mask[:, _randint(1, 5, generator):] = 1
+    else:
+        k = _randint(1, 5, generator)
+        mask[:, k:frames - k] = 1
+    return mask
+
+
+# ----------------------------------------------------------------------------- batch -> inputs
+def _encode(vae: AutoencoderKLMagvit, video: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    posterior = vae.encode(video.to(vae.dtype))
+    return posterior.sample(generator=generator) * vae.config.scaling_factor
+
+
+CONDITIONS = ("audio", "phoneme", "pose", "reference", "style", "text")
+
+
+def keep_masks(batch: int, drop: dict[str, float], generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Per condition, a (B,) bool tensor: True = keep, False = replace by the null condition (probability
+    ``drop[name]``, 0 when not listed)."""
+    return {name: torch.rand(batch, generator=generator) >= float(drop.get(name, 0.0)) for name in CONDITIONS}
+
+
+@torch.no_grad()
+def prepare_inputs(batch: dict[str, Any], frozen: FrozenModels, config: dict[str, Any], clip_tokens: int,
+                   generator: torch.Generator, device: torch.device
+                   ) -> tuple[torch.Tensor, dict[str, Any], dict[str, torch.Tensor]]:
+    """-> (clean latents (B, 4, f, h, w), model kwargs except the noisy latent and timestep, keep masks).
+
+    A dropped condition is zeroed for that sample (text and reference: their attention masks are zeroed),
+    which is exactly the model's null for it.
+    """
+    pixels = batch["pixel_values"].to(device).permute(0, 2, 1, 3, 4).float() / 127.5 - 1  # (B, 3, F, H, W)
+    b, _, frames, height, width = pixels.shape
+    latents = _encode(frozen.vae, pixels, generator)
+
+    mask = torch.stack([inpaint_mask(frames, height, width, config["data"]["inpaint_mask"], generator)
+                        for _ in range(b)]).to(device)  # (B, 1, F, H, W)
+    masked = pixels * (1 - mask) - mask
+    inpaint = torch.cat([_encode(frozen.vae, mask.expand(-1, 3, -1, -1, -1), generator),
+                         _encode(frozen.vae, masked, generator)], dim=1)
+    no_reference = mask.flatten(1).amin(1).cpu() > 0.5
+    p_zero = config["conditions"]["zero_inpaint_without_reference"]
+    zero = no_reference & (torch.rand(b, generator=generator) < p_zero)
+    inpaint = inpaint * (~zero).to(device, inpaint.dtype).view(-1, 1, 1, 1, 1)
+
+    keep = keep_masks(b, config["conditions"]["drop"], generator)
+    first = batch["pixel_values"][:, 0].permute(0, 2, 3, 1).cpu().numpy()  # reference frame, (B, H, W, 3)
+    clip = torch.cat([encode_reference(image, frozen.clip, frozen.clip_processor, (height, width))
+                      for image in first]).to(device)
+    keep_ref = keep["reference"].to(device)
+    clip = clip * keep_ref.view(-1, 1).to(clip.dtype)
+    clip_mask = keep_ref.view(-1, 1).expand(b, clip_tokens).float()
+
+    text_tokens = text_mask = None  # no caption anywhere in the data: the model's null text
+    if frozen.prompts:
+        some_tokens, some_mask = next(iter(frozen.prompts.values()))
+        null = (torch.zeros_like(some_tokens), torch.zeros_like(some_mask))  # an empty caption is no text
+        pairs = [frozen.prompts.get(text, null) for text in batch["text"]]
+        keep_text = keep["text"].to(device).view(-1, 1)
+        text_tokens = torch.stack([tokens for tokens, _ in pairs]).to(device)
+        text_tokens = text_tokens * keep_text[..., None].to(text_tokens.dtype)
+        text_mask = torch.stack([mask for _, mask in pairs]).to(device).float() * keep_text.float()
+
+    def kept(name: str, value: torch.Tensor) -> torch.Tensor:
+        flag = keep[name].to(device).view(-1, *([1] * (value.ndim - 1)))
+        return value.to(device) * flag.to(value.dtype)
+
+    kwargs = {
+        "inpaint_latents": inpaint,
+        "encoder_hidden_states": text_tokens,
+        "encoder_attention_mask": text_mask,
+        "clip_encoder_hidden_states": clip,
+        "clip_attention_mask": clip_mask,
+        "audio_encoder_hidden_states": kept("audio", batch["audio"]),
+        "phoneme_win": kept("phoneme", batch["phoneme_win"]),
+        "style_clip": kept("style", batch["style_clip"]),
+        "pad_mask": batch["pad_mask"].to(device),
+        "pixel_values_pose": kept("pose", batch["pose"].permute(0, 2, 1, 3, 4).float() / 255.0),
+    }
+    return latents, kwargs, keep
