@@ -2,7 +2,7 @@
 guidance against one forward of the same batch, and 60 s vs 15 s of audio. Prints one JSON line.
 
     python bench/sample.py [--config tiny|xl] [--seconds 15 60] [--height 64] [--width 64] [--steps 2]
-                           [--dtype float32] [--device cpu] [--vae-config tiny|full]
+                           [--dtype float32] [--device cpu] [--vae-config tiny|full] [--threads N]
 
 Random weights (timing and memory do not depend on them). On the CPU each run is a fresh process so its peak
 resident memory is its own; on CUDA ``max_memory_allocated`` is used.
@@ -128,18 +128,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="CPU threads (tiny models are op-overhead bound: 1 is often fastest)")
     parser.add_argument("--one", type=float, help=argparse.SUPPRESS)  # child-process mode: one run
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.one is not None:
         print(json.dumps(one_run(args, args.one)))
         return
     base = [sys.executable, str(Path(__file__).resolve()), "--config", args.config, "--vae-config",
             args.vae_config, "--height", str(args.height), "--width", str(args.width), "--steps", str(args.steps),
-            "--dtype", args.dtype, "--device", args.device]
+            "--dtype", args.dtype, "--device", args.device, "--threads", str(args.threads)]
     runs = [json.loads(subprocess.run(base + ["--one", str(s)], check=True, capture_output=True,
                                       text=True).stdout.strip().splitlines()[-1]) for s in args.seconds]
     result = {"bench": "sample", "config": args.config, "height": args.height, "width": args.width,
-              "steps": args.steps, "dtype": args.dtype, "device": args.device,
+              "steps": args.steps, "dtype": args.dtype, "device": args.device, "threads": args.threads,
               "guidance": guidance_overhead(build(args), args.height, args.width), "runs": runs}
     if len(runs) >= 2:
         result["time_ratio_last_over_first"] = round(runs[-1]["total_s"] / runs[0]["total_s"], 3)

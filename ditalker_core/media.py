@@ -72,6 +72,8 @@ def load_audio_channels(source: Any, sample_rate: int | None = None) -> tuple[np
         waveform = np.asarray(waveform, dtype=np.float32)
         if waveform.ndim == 3:
             waveform = waveform[0]
+        if waveform.ndim == 2:  # ComfyUI's layout is known to be (C, N): no guessing (an empty clip is (C, 0))
+            return np.ascontiguousarray(waveform), int(source["sample_rate"])
         return _channels_first(waveform, "AUDIO waveform"), int(source["sample_rate"])
     if isinstance(source, torch.Tensor):
         source = source.detach().float().cpu().numpy()

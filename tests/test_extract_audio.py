@@ -4,37 +4,14 @@ import numpy as np
 import pytest
 import torch
 from speech import synthesize, write_wav
-from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+from tiny_models import WHISPER_LAYERS as LAYERS
+from tiny_models import WHISPER_WIDTH as WIDTH
+from tiny_models import save_tiny_whisper
 
 from ditalker_core.errors import MissingModelError
 from ditalker_core.extract.__main__ import main
 from ditalker_core.extract.audio import AudioEncoder, frame_windows
 from ditalker_core.media import resample
-
-LAYERS, WIDTH = 4, 32  # whisper-tiny has 4 encoder layers -> 5 rows per token, like the official 50 = 10 x 5
-
-
-def save_tiny_whisper(path, local: bool = False):
-    """A random Whisper with the real 30 s / 1500-token geometry and a small width.
-
-    ``local=True`` zeroes the positional table and the attention values, so every token depends
-    only on the audio around it: the features of any moment are then known from a short run.
-    """
-    torch.manual_seed(0)
-    config = WhisperConfig(vocab_size=64, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=3,
-                           d_model=WIDTH, encoder_layers=LAYERS, encoder_attention_heads=2, encoder_ffn_dim=64,
-                           decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, max_target_positions=32)
-    model = WhisperModel(config)
-    if local:
-        with torch.no_grad():
-            model.encoder.embed_positions.weight.zero_()
-            for layer in model.encoder.layers:
-                layer.self_attn.v_proj.weight.zero_()
-                layer.self_attn.out_proj.weight.zero_()
-    model.save_pretrained(path)
-    WhisperFeatureExtractor().save_pretrained(path)
-    return path
-
 
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory):

@@ -9,37 +9,15 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from tiny_models import save_tiny_clip_vision, save_tiny_t5
 
 from ditalker_core.errors import InputError, MissingModelError
 from ditalker_core.extract import emotion, reference
 
-WORDS = ["this", "person", "man", "is", "happy", "sad", "surprised", "and", "talks", "very", "calm"]
-
-
-def _save_tiny_t5(root) -> None:
-    """EasyAnimate's layout: text_encoder/ (config + weights) and tokenizer/ (a T5-style Unigram vocab)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
-
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [("\u2581" + w, -2.0) for w in WORDS]
-    vocab += [(c, -8.0) for c in "abcdefghijklmnopqrstuvwxyzT\u2581"]
-    backend = Tokenizer(models.Unigram(vocab, unk_id=2))
-    backend.normalizer = normalizers.Lowercase()
-    backend.pre_tokenizer = pre_tokenizers.Metaspace()
-    backend.decoder = decoders.Metaspace()
-    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
-    tokenizer.save_pretrained(root / "tokenizer")
-    torch.manual_seed(0)
-    config = T5Config(vocab_size=len(vocab) + 30, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=4,
-                      feed_forward_proj="gated-gelu", decoder_start_token_id=0)
-    T5EncoderModel(config).save_pretrained(root / "text_encoder")
-
-
 @pytest.fixture(scope="module")
 def t5_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("easyanimate")
-    _save_tiny_t5(root)
+    save_tiny_t5(root)
     return root
 
 
@@ -141,15 +119,7 @@ def test_emotion_cli_writes_tokens_and_mask(t5_root, tmp_path, load_count):
 
 @pytest.fixture(scope="module")
 def clip_folder(tmp_path_factory):
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    folder = tmp_path_factory.mktemp("easyanimate_clip") / "image_encoder"
-    torch.manual_seed(0)
-    config = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              image_size=32, patch_size=8, projection_dim=12)
-    CLIPVisionModelWithProjection(config).save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
+    return save_tiny_clip_vision(tmp_path_factory.mktemp("easyanimate_clip") / "image_encoder")
 
 
 def test_reference_embedding_matches_the_official_recipe(clip_folder):

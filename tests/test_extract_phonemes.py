@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from speech import english_words, mandarin_syllables, synthesize, write_wav
-from transformers import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2ForCTC
+from tiny_models import save_tiny_wav2vec2
 
 from ditalker_core.errors import InputError, MissingModelError
 from ditalker_core.extract import phonemes
@@ -24,21 +24,6 @@ MANDARIN = ["你好世界，今天天气很好。", "他说明天去北京开会
 @pytest.fixture(scope="module")
 def table():
     return PhonemeTable.load()
-
-
-def save_tiny_wav2vec2(path):
-    """Random Wav2Vec2 CTC model with a lowercase letter vocabulary, like facebook/wav2vec2-base-960h."""
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4}
-    vocab.update({c: 5 + i for i, c in enumerate("abcdefghijklmnopqrstuvwxyz'")})
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "vocab_src.json").write_text(json.dumps(vocab))
-    Wav2Vec2CTCTokenizer(str(path / "vocab_src.json")).save_pretrained(path)
-    torch.manual_seed(0)
-    config = Wav2Vec2Config(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                            intermediate_size=64, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
-                            num_conv_pos_embedding_groups=2, pad_token_id=0)
-    Wav2Vec2ForCTC(config).save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny_models import DET_HW, save_tiny_dwpose
 
 from ditalker_core.errors import InputError, MissingModelError
 from ditalker_core.extract import pose as pose_mod
@@ -134,56 +135,9 @@ def test_frame_indices_and_retiming():
 
 # --- DWPose through rtmlib with tiny ONNX graphs of the real models' I/O signatures ----------------------
 
-DET_HW = (64, 64)
-POSE_HW = (36, 24)  # (H, W); DWPose's real one is 384 x 288
-# COCO-WholeBody index -> SimCC argmax (x bin, y bin); for the person box below a bin maps to pixel
-# 5/6 * bin + (12, 2): the box (16, 8)-(48, 56) padded 1.25x by rtmlib has the model's 2:3 aspect.
-SIMCC_PEAKS = {0: (24, 12), 5: (42, 36), 6: (6, 36), 23: (18, 30), 91: (30, 48)}
-
-
-def _yolox_predictions() -> np.ndarray:
-    """Raw YOLOX output as in DWPose's yolox_l.onnx (no NMS): per anchor dx, dy, log w, log h, obj, 80 classes."""
-    anchors = sum((DET_HW[0] // s) * (DET_HW[1] // s) for s in (8, 16, 32))
-    out = np.zeros((1, anchors, 85))
-    # Stride-8 cell (4, 4): centre (32, 32), 32 x 48 box, person (class 0) at 0.9.
-    out[0, 4 * 8 + 4, :5] = (0, 0, np.log(4), np.log(6), 1)
-    out[0, 4 * 8 + 4, 5] = 0.9
-    # Stride-16 cell (1, 1): a confident chair (class 56) that must not become a person.
-    out[0, 64 + 1 * 4 + 1, :5] = (0, 0, 0, 0, 1)
-    out[0, 64 + 1 * 4 + 1, 5 + 56] = 0.95
-    return out
-
-
-def _constant_onnx(path, input_shape, outputs: dict[str, np.ndarray]) -> None:
-    """An ONNX graph with the given image input whose outputs are fixed tensors (still wired to the input)."""
-    from onnx import TensorProto, helper, numpy_helper, save
-
-    nodes = [helper.make_node("ReduceMean", ["input"], ["mean"], keepdims=0),
-             helper.make_node("Mul", ["mean", "zero"], ["nothing"])]
-    initializers = [numpy_helper.from_array(np.zeros((), np.float32), "zero")]
-    infos = []
-    for name, value in outputs.items():
-        initializers.append(numpy_helper.from_array(value.astype(np.float32), f"{name}_value"))
-        nodes.append(helper.make_node("Add", [f"{name}_value", "nothing"], [name]))
-        infos.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(value.shape)))
-    image = helper.make_tensor_value_info("input", TensorProto.FLOAT, list(input_shape))
-    graph = helper.make_graph(nodes, "tiny", [image], infos, initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    save(model, str(path))
-
-
 @pytest.fixture(scope="module")
 def tiny_dwpose(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("dwpose")
-    _constant_onnx(folder / pose_mod.DET_FILE, (1, 3, *DET_HW), {"dets": _yolox_predictions()})
-    simcc_x = np.zeros((1, 133, POSE_HW[1] * 2))
-    simcc_y = np.zeros((1, 133, POSE_HW[0] * 2))
-    for index, (x_bin, y_bin) in SIMCC_PEAKS.items():
-        simcc_x[0, index, x_bin] = 1.0
-        simcc_y[0, index, y_bin] = 1.0
-    _constant_onnx(folder / pose_mod.POSE_FILE, (1, 3, *POSE_HW), {"simcc_x": simcc_x, "simcc_y": simcc_y})
-    return folder
+    return save_tiny_dwpose(tmp_path_factory.mktemp("dwpose"))
 
 
 def test_dwpose_route_runs_rtmlib_end_to_end(tiny_dwpose):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.io import loadmat, savemat
+from tiny_models import save_random_recon
 
 from ditalker_core.errors import InputError, MissingModelError
 from ditalker_core.extract import style3dmm
@@ -42,13 +43,8 @@ def small(astronaut) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def recon(tmp_path_factory) -> tuple[Path, ReconNet]:
-    """A random-weight regressor saved like Deep3DFaceRecon's epoch_20.pth (net_recon + optimizer state)."""
-    torch.manual_seed(0)
-    net = ReconNet().eval()
     folder = tmp_path_factory.mktemp("3dmm")
-    torch.save({"net_recon": net.state_dict(), "opt_00": {"state": {}, "param_groups": [{"lr": 1e-4}]}},
-               folder / "epoch_20.pth")
-    return folder, net
+    return folder, save_random_recon(folder / "epoch_20.pth")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,195 @@
+"""Sampler, decode and run-estimate nodes."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Optional
+
+import comfy.model_management as mm
+import comfy.utils
+import torch
+from comfy_api.latest import io
+
+from ..ditalker_core.errors import InputError
+from ..ditalker_core.pipeline import (Conditions, DiTalkerPipeline, Guidance, SampledVideo, SamplingOptions,
+                                      decode_video, estimate_run)
+from ..ditalker_core.pipeline.scheduling import SCHEDULERS
+from .loaders import ManagedModel
+from .sockets import (AUDIO_FEATURES, EMOTION, LATENTS, MODEL, PHONEMES, POSE, REFERENCE, STYLE, VAE,
+                      AudioCondition, EmotionCondition, ReferenceCondition, StyleCondition)
+
+log = logging.getLogger("ditalker")
+
+
+def _pipeline(model: ManagedModel, vae: ManagedModel) -> DiTalkerPipeline:
+    return DiTalkerPipeline(model.get(), vae.get())
+
+
+def _conditions(reference: ReferenceCondition, audio: AudioCondition, phonemes: Optional[torch.Tensor],
+                style: Optional[StyleCondition], emotion: Optional[EmotionCondition], pose: Optional[torch.Tensor]
+                ) -> Conditions:
+    return Conditions(
+        reference=reference.image, num_frames=audio.num_frames, audio_features=audio.features,
+        phoneme_ids=phonemes, style_clip=None if style is None else style.clip,
+        style_pad_mask=None if style is None else style.pad_mask, pose_video=pose,
+        emotion_tokens=None if emotion is None else emotion.tokens,
+        emotion_mask=None if emotion is None else emotion.mask,
+        negative_tokens=None if emotion is None else emotion.negative_tokens,
+        negative_mask=None if emotion is None else emotion.negative_mask,
+        clip_embedding=reference.clip_embedding,
+    )
+
+
+def _check_links(model: ManagedModel, reference: ReferenceCondition, audio: AudioCondition,
+                 phonemes: Optional[torch.Tensor], style: Optional[StyleCondition], pose: Optional[torch.Tensor]
+                 ) -> None:
+    """Conditions made from another audio, reference or for another model: name the input and what to reconnect."""
+    frames = audio.num_frames
+    if phonemes is not None and len(phonemes) != frames:
+        raise InputError(f"phonemes cover {len(phonemes)} frames but audio_features has {frames}: connect DiTalker "
+                         f"Phonemes to the same DiTalker Audio Encode as the sampler")
+    half = (reference.image.shape[1] // 2, reference.image.shape[2] // 2)
+    if pose is not None and (pose.shape[1] != frames or tuple(pose.shape[2:]) != half):
+        raise InputError(f"pose is {pose.shape[1]} frames of {tuple(pose.shape[2:])} but this video needs {frames} "
+                         f"frames of {half}: connect DiTalker Pose to the same DiTalker Reference and Audio Encode "
+                         f"as the sampler")
+    longest = model.module.config.style_max_len
+    if style is not None and style.clip.shape[0] > longest:
+        raise InputError(f"style holds {style.clip.shape[0]} frames but this model reads at most {longest}: set "
+                         f"style_length of DiTalker Style Encode to {longest}")
+
+
+def _model_inputs() -> list[io.Input]:
+    return [
+        MODEL.Input("model", tooltip="From Load DiTalker Model."),
+        VAE.Input("vae", tooltip="From Load DiTalker VAE."),
+        REFERENCE.Input("reference", tooltip="From DiTalker Reference: the portrait and the video size."),
+        AUDIO_FEATURES.Input("audio_features", tooltip="From DiTalker Audio Encode: the driving speech and the "
+                                                       "frame count."),
+    ]
+
+
+def _sampling_inputs() -> list[io.Input]:
+    return [
+        io.Int.Input("steps", default=25, min=1, max=200, tooltip="Denoising steps per window (official: 25)."),
+        io.Combo.Input("scheduler", options=sorted(SCHEDULERS), default="dpm++", tooltip="Diffusers scheduler."),
+        io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                     tooltip="Noise seed; the same seed on the same device gives the same video."),
+        io.Float.Input("audio_guidance", default=7.0, min=1.0, max=20.0, step=0.1,
+                       tooltip="Guidance weight of the audio (lip sync). Equal weights = the official single-scale "
+                               "guidance (7.0)."),
+        io.Float.Input("style_guidance", default=7.0, min=1.0, max=20.0, step=0.1,
+                       tooltip="Guidance weight of the style (3DMM style clip, phonemes, pose)."),
+        io.Float.Input("emotion_guidance", default=7.0, min=1.0, max=20.0, step=0.1,
+                       tooltip="Guidance weight of the emotion prompt and CLIP reference."),
+        io.Int.Input("overlap", default=8, min=0, max=56, step=4,
+                     tooltip="Frames shared by consecutive windows of long audio (multiple of 4; 8 decodes "
+                             "continuity exactly)."),
+        io.Float.Input("denoise", default=1.0, min=0.05, max=1.0, step=0.05,
+                       tooltip="Below 1, start from the noised still portrait instead of pure noise."),
+        io.Float.Input("clip_apply_ratio", default=0.5, min=0.0, max=1.0, step=0.05,
+                       tooltip="Fraction of the last steps that see the CLIP reference (official: 0.5)."),
+    ]
+
+
+def _options(steps: int, scheduler: str, seed: int, audio_guidance: float, style_guidance: float,
+             emotion_guidance: float, overlap: int, denoise: float, clip_apply_ratio: float) -> SamplingOptions:
+    return SamplingOptions(steps=steps, scheduler=scheduler, seed=seed, denoise=denoise, overlap=overlap,
+                           guidance=Guidance(audio_guidance, style_guidance, emotion_guidance),
+                           clip_apply_ratio=clip_apply_ratio)
+
+
+class DiTalkerSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTalkerSampler", display_name="DiTalker Sampler", category="DiTalker",
+            description="Animates the reference from the audio. Audio longer than the model's clip is generated "
+                        "in overlapping windows, each continuing the previous one. Unconnected conditions use the "
+                        "model's null condition.",
+            inputs=[
+                *_model_inputs(), *_sampling_inputs(),
+                PHONEMES.Input("phonemes", optional=True, tooltip="From DiTalker Phonemes (same audio features)."),
+                STYLE.Input("style", optional=True, tooltip="From DiTalker Style Encode: the speaking style."),
+                EMOTION.Input("emotion", optional=True, tooltip="From DiTalker Emotion: the expression prompt."),
+                POSE.Input("pose", optional=True, tooltip="From DiTalker Pose (same reference and audio features): "
+                                                          "head pose and motion."),
+            ],
+            outputs=[LATENTS.Output(display_name="latents")],
+        )
+
+    @classmethod
+    def execute(cls, model: ManagedModel, vae: ManagedModel, reference: ReferenceCondition,
+                audio_features: AudioCondition, phonemes: Optional[torch.Tensor] = None,
+                style: Optional[StyleCondition] = None, emotion: Optional[EmotionCondition] = None,
+                pose: Optional[torch.Tensor] = None, **sampling: Any) -> io.NodeOutput:
+        _check_links(model, reference, audio_features, phonemes, style, pose)
+        pipeline = _pipeline(model, vae)
+        conditions = _conditions(reference, audio_features, phonemes, style, emotion, pose)
+        options = _options(**sampling)
+        bar = comfy.utils.ProgressBar(pipeline.total_steps(conditions.num_frames, options))
+        video = pipeline.sample(conditions, options, lambda done, total: bar.update_absolute(done, total))
+        return io.NodeOutput(LatentVideo(video, audio_features))
+
+
+class LatentVideo:
+    """Sampled window latents plus the audio they were driven by (for the decode node's audio output)."""
+
+    def __init__(self, video: SampledVideo, audio: AudioCondition):
+        self.video, self.audio = video, audio
+
+
+def _trim_audio(audio: dict[str, Any], frames: int, fps: float) -> dict[str, Any]:
+    """The original waveform (no resampled copy), cut or silence-padded to exactly the video's duration."""
+    waveform, rate = audio["waveform"], int(audio["sample_rate"])
+    samples = math.ceil(frames * rate / fps)
+    waveform = waveform[..., :samples]
+    if waveform.shape[-1] < samples:
+        waveform = torch.nn.functional.pad(waveform, (0, samples - waveform.shape[-1]))
+    return {"waveform": waveform.cpu(), "sample_rate": rate}
+
+
+class DiTalkerDecode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTalkerDecode", display_name="DiTalker Decode", category="DiTalker",
+            description="Decodes the sampled windows (one at a time, cross-faded) into frames, and returns the "
+                        "driving audio trimmed to the video, ready for CreateVideo.",
+            inputs=[VAE.Input("vae", tooltip="The VAE the sampler used."),
+                    LATENTS.Input("latents", tooltip="From DiTalker Sampler.")],
+            outputs=[io.Image.Output(display_name="frames"), io.Audio.Output(display_name="audio"),
+                     io.Float.Output(display_name="fps")],
+        )
+
+    @classmethod
+    def execute(cls, vae: ManagedModel, latents: LatentVideo) -> io.NodeOutput:
+        video = latents.video
+        bar = comfy.utils.ProgressBar(len(video.windows))
+        frames = torch.cat([chunk.to(mm.intermediate_device()) for chunk in
+                            decode_video(vae.get(), video, lambda done, total: bar.update_absolute(done, total))])
+        audio = latents.audio
+        return io.NodeOutput(frames, _trim_audio(audio.audio, frames.shape[0], audio.fps), audio.fps)
+
+
+class DiTalkerEstimate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTalkerEstimate", display_name="DiTalker Run Estimate", category="DiTalker",
+            description="Measures one guided step and one window decode at the real size and reports the time and "
+                        "peak memory the sampler + decode will need (peak memory does not grow with audio length).",
+            inputs=[*_model_inputs(), *_sampling_inputs()],
+            outputs=[io.String.Output(display_name="estimate")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, model: ManagedModel, vae: ManagedModel, reference: ReferenceCondition,
+                audio_features: AudioCondition, **sampling: Any) -> io.NodeOutput:
+        _, height, width = reference.image.shape
+        estimate = estimate_run(_pipeline(model, vae), audio_features.num_frames, height, width,
+                                _options(**sampling))
+        log.info("DiTalker run estimate: %s", estimate.summary())
+        return io.NodeOutput(estimate.summary())

@@ -1,0 +1,280 @@
+"""The nodes on the stand-in ComfyUI host (tests/comfy_host) with tiny models: what users get wrong, and cancel.
+
+Every bad input either works (any sample rate or channel count, RGBA or odd-sized portraits, short style videos)
+or ends with a message that names the input and the fix; missing weights name the file, the folder and where to
+download it. Runs on the CPU at 5 video frames a second and 32 x 32 pixels to stay cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from speech import synthesize
+from tiny_models import model_folders, session_tiny_models, style_video_frames
+
+from ditalker_core.media import resample
+
+FPS = 5.0
+SAMPLING = dict(steps=1, scheduler="dpm++", seed=0, audio_guidance=3.0, style_guidance=3.0, emotion_guidance=3.0,
+                overlap=8, denoise=1.0, clip_apply_ratio=0.5)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    return session_tiny_models(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def host(tiny, tmp_path_factory):
+    from comfy_host import comfy_host
+
+    with comfy_host(tmp_path_factory.mktemp("comfy_base"), model_folders(tiny[0])) as running:
+        yield running
+
+
+@pytest.fixture
+def errors(host):
+    """The pack's own error classes (ComfyUI loads ditalker_core inside the pack, as <pack>.ditalker_core)."""
+    return host.pack.ditalker_core.errors
+
+
+def run(host, node_id: str, **inputs):
+    """One node executed as the server executes it; returns its outputs."""
+    return host.node_classes[node_id].EXECUTE_NORMALIZED(**inputs).result
+
+
+def audio_dict(samples: np.ndarray, rate: int) -> dict:
+    """ComfyUI AUDIO from (N,) mono or (C, N) samples."""
+    waveform = torch.from_numpy(np.atleast_2d(samples).astype(np.float32))
+    return {"waveform": waveform[None], "sample_rate": rate}
+
+
+def astronaut_image() -> torch.Tensor:
+    from skimage.data import astronaut
+
+    return torch.from_numpy(astronaut()).float()[None] / 255
+
+
+@pytest.fixture(scope="module")
+def speech():
+    return synthesize("Hello, nice to meet you.")
+
+
+@pytest.fixture(scope="module")
+def base(host, tiny, speech) -> dict:
+    """Loaded tiny models, a 32 x 32 reference of the astronaut and the speech's features at 5 fps."""
+    _, names = tiny
+    (model,) = run(host, "DiTalkerModelLoader", checkpoint=names["checkpoint"], config="xl", dtype="auto",
+                   offload=True)
+    (vae,) = run(host, "DiTalkerVAELoader", vae=names["vae"], dtype="auto", tiling=True)
+    reference, _ = run(host, "DiTalkerReference", image=astronaut_image(), clip_vision="none", resolution=32)
+    features, frames = run(host, "DiTalkerAudioEncode", audio=audio_dict(speech.audio, speech.rate),
+                           whisper=names["whisper"], fps=FPS)
+    return dict(model=model, vae=vae, reference=reference, audio_features=features, frames=frames)
+
+
+def sample_and_decode(host, base: dict, **conditions) -> tuple:
+    (latents,) = run(host, "DiTalkerSampler", **{k: base[k] for k in ("model", "vae", "reference", "audio_features")},
+                     **{**SAMPLING, **conditions})
+    return run(host, "DiTalkerDecode", vae=base["vae"], latents=latents)
+
+
+def test_node_ids_match_the_schemas_and_every_input_explains_itself(host):
+    import asyncio
+
+    schemas = [node.GET_SCHEMA() for node in host.nodes.NODES]
+    assert host.nodes.DITALKER_NODE_IDS == [schema.node_id for schema in schemas]
+    assert len(set(host.nodes.DITALKER_NODE_IDS)) == len(schemas) == 11
+    assert asyncio.run(host.nodes.DiTalkerExtension().get_node_list()) == host.nodes.NODES
+    for schema in schemas:
+        assert schema.node_id.startswith("DiTalker") and "DiTalker" in schema.display_name and schema.description
+        for spec_input in schema.inputs:
+            assert spec_input.tooltip, f"{schema.node_id}.{spec_input.id} has no tooltip"
+
+
+def test_the_pack_imports_itself_relatively(host):
+    """In ComfyUI the repository root is not on sys.path and ``nodes`` is ComfyUI's own nodes.py."""
+    assert "nodes" not in sys.modules
+    for name, module in list(sys.modules.items()):
+        if name.startswith(f"{host.pack.__name__}.nodes"):
+            for value in vars(module).values():
+                origin = getattr(value, "__module__", None) or ""
+                assert not origin.startswith(("ditalker_core", "nodes")), f"{name} uses {origin}: import it relatively"
+
+
+def test_checkpoint_list_leaves_out_the_helper_models(host, tiny):
+    # models/ditalker also holds 3dmm/epoch_20.pth and the wav2vec2 folder; they are not DiTalker checkpoints.
+    options = host.node_classes["DiTalkerModelLoader"].GET_SCHEMA().inputs[0].options
+    assert options == [tiny[1]["checkpoint"]]
+
+
+MISSING = [  # node, inputs (the model input names a file that is not there), folder named, source named
+    ("DiTalkerModelLoader", dict(checkpoint="ditalker_xl.safetensors", config="xl", dtype="auto", offload=True),
+     "models/ditalker", "EasyAnimateV3-XL-2-InP-512x512"),
+    ("DiTalkerVAELoader", dict(vae="EasyAnimateV3-XL-2-InP-512x512", dtype="auto", tiling=True),
+     "models/vae", "huggingface.co/alibaba-pai/EasyAnimateV3-XL-2-InP-512x512"),
+    ("DiTalkerAudioEncode", dict(whisper="whisper-tiny", fps=FPS), "models/audio_encoders",
+     "huggingface.co/openai/whisper-tiny"),
+    ("DiTalkerEmotion", dict(emotion="happy", subject="person", t5="EasyAnimateV3-t5", custom_prompt="",
+                             negative_prompt=""), "models/text_encoders", "EasyAnimateV3-XL-2-InP-512x512"),
+    ("DiTalkerReference", dict(clip_vision="EasyAnimateV3-image-encoder", resolution=32), "models/clip_vision",
+     "EasyAnimateV3-XL-2-InP-512x512"),
+    ("DiTalkerPhonemes", dict(transcript="Hello.", language="en", aligner="wav2vec2-base-960h"),
+     "models/ditalker/wav2vec2", "facebook/wav2vec2-base-960h"),
+    ("DiTalkerStyleEncode", dict(recon_model="epoch_19.pth", style_length=32), "models/ditalker/3dmm",
+     "Deep3DFaceRecon_pytorch"),
+]
+
+
+@pytest.mark.parametrize("node_id, inputs, folder, source", MISSING, ids=[case[0] for case in MISSING])
+def test_missing_model_names_file_folder_and_source(host, base, speech, errors, node_id, inputs, folder, source):
+    media = {"DiTalkerAudioEncode": dict(audio=audio_dict(speech.audio, speech.rate)),
+             "DiTalkerReference": dict(image=astronaut_image()),
+             "DiTalkerPhonemes": dict(audio_features=base["audio_features"]),
+             "DiTalkerStyleEncode": dict(style_frames=astronaut_image())}
+    missing = next(v for k, v in inputs.items() if k in ("checkpoint", "vae", "whisper", "t5", "clip_vision",
+                                                         "aligner", "recon_model"))
+    with pytest.raises(errors.MissingModelError) as error:
+        run(host, node_id, **inputs, **media.get(node_id, {}))
+    message = str(error.value)
+    assert missing in message and folder in message and source in message, message
+
+
+def test_half_downloaded_model_folder_names_the_missing_file(host, errors, speech, tmp_path, monkeypatch):
+    (tmp_path / "whisper-tiny").mkdir()
+    (tmp_path / "whisper-tiny" / "config.json").write_text("{}")  # the weights never arrived
+    paths, extensions = host.folder_paths.folder_names_and_paths["audio_encoders"]
+    monkeypatch.setitem(host.folder_paths.folder_names_and_paths, "audio_encoders", ([str(tmp_path)], extensions))
+    with pytest.raises(errors.MissingModelError, match="model.safetensors") as error:
+        run(host, "DiTalkerAudioEncode", audio=audio_dict(speech.audio, speech.rate), whisper="whisper-tiny",
+            fps=FPS)
+    assert "models/audio_encoders" in str(error.value)
+
+
+def test_missing_dwpose_files_name_file_folder_and_source(host, base, errors, tmp_path, monkeypatch):
+    monkeypatch.setitem(host.folder_paths.folder_names_and_paths, "ditalker_dwpose", ([str(tmp_path)], {".onnx"}))
+    with pytest.raises(errors.MissingModelError) as error:
+        run(host, "DiTalkerPose", reference=base["reference"], audio_features=base["audio_features"],
+            style_frames=astronaut_image())
+    message = str(error.value)
+    assert "yolox_l.onnx" in message and str(tmp_path) in message and "yzd-v/DWPose" in message
+
+
+def test_silent_audio_animates_and_empty_audio_is_explained(host, tiny, base, errors):
+    silence = audio_dict(np.zeros(32000), 16000)
+    features, frames = run(host, "DiTalkerAudioEncode", audio=silence, whisper=tiny[1]["whisper"], fps=FPS)
+    assert frames == 10 and torch.isfinite(features.features).all()
+    (phonemes,) = run(host, "DiTalkerPhonemes", audio_features=features, transcript="Hello.", language="en",
+                      aligner="none")
+    video, audio, fps = sample_and_decode(host, {**base, "audio_features": features}, phonemes=phonemes)
+    assert video.shape == (10, 32, 32, 3) and audio["waveform"].shape == (1, 1, 32000) and fps == FPS
+
+    with pytest.raises(errors.InputError, match="audio is empty"):
+        run(host, "DiTalkerAudioEncode", audio=audio_dict(np.zeros(0), 16000), whisper=tiny[1]["whisper"], fps=FPS)
+    with pytest.raises(errors.InputError, match="transcript"):  # silence and no transcript: nothing to align
+        run(host, "DiTalkerPhonemes", audio_features=features, transcript="  ", language="en", aligner="none")
+
+
+def test_any_sample_rate_and_stereo_give_the_right_frames_and_keep_the_sound(host, tiny, base, speech):
+    whisper = tiny[1]["whisper"]
+    narrow = resample(speech.audio, speech.rate, 8000)
+    wide = np.stack([resample(speech.audio, speech.rate, 44100)] * 2)
+    for samples, rate in ((narrow, 8000), (wide, 44100)):
+        _, frames = run(host, "DiTalkerAudioEncode", audio=audio_dict(samples, rate), whisper=whisper, fps=25.0)
+        assert frames == math.ceil(samples.shape[-1] / rate * 25)
+
+    features, frames = run(host, "DiTalkerAudioEncode", audio=audio_dict(wide, 44100), whisper=whisper, fps=FPS)
+    video, audio, fps = sample_and_decode(host, {**base, "audio_features": features})
+    assert video.shape[0] == frames == math.ceil(wide.shape[1] / 44100 * FPS)
+    assert audio["sample_rate"] == 44100 and audio["waveform"].shape == (1, 2, math.ceil(frames * 44100 / FPS))
+    torch.testing.assert_close(audio["waveform"][0, :, :wide.shape[1]], torch.from_numpy(wide))
+
+    (clip,) = run(host, "CreateVideo", images=video, fps=fps, audio=audio)
+    saved = run(host, "SaveVideo", video=clip, filename_prefix="rates/stereo", format="auto", codec="auto")
+    assert saved is None  # an output node: only ui
+    path = Path(host.folder_paths.get_output_directory()) / "rates" / "stereo_00001_.mp4"
+    with av.open(str(path)) as container:
+        assert container.streams.audio[0].channels == 2 and container.streams.audio[0].rate == 44100
+        assert sum(1 for _ in container.decode(video=0)) == frames
+
+
+def test_short_style_video_is_padded_and_faceless_frames_are_counted(host, tiny, errors):
+    recon = tiny[1]["recon_model"]
+    frames = torch.from_numpy(style_video_frames(3)).float() / 255
+    blank = torch.full((1, 256, 256, 3), 0.5)
+    style, faceless = run(host, "DiTalkerStyleEncode", recon_model=recon, style_length=32,
+                          style_frames=torch.cat([frames, blank]))
+    assert faceless == 1
+    assert style.clip.shape == (32, 64) and style.pad_mask.tolist() == [False] * 3 + [True] * 29
+    assert style.clip[:3].abs().sum() > 0 and not style.clip[3:].any()
+
+    with pytest.raises(errors.InputError, match="no face was found"):
+        run(host, "DiTalkerStyleEncode", recon_model=recon, style_length=32, style_frames=blank)
+    with pytest.raises(errors.InputError, match="recon_model"):
+        run(host, "DiTalkerStyleEncode", recon_model="none", style_length=32, style_frames=frames)
+    with pytest.raises(errors.InputError, match="style_frames or a coefficients_file"):
+        run(host, "DiTalkerStyleEncode", recon_model=recon, style_length=32)
+
+
+def test_rgba_and_odd_sized_portraits_are_handled(host, tiny):
+    rgba = torch.rand(1, 47, 90, 4)
+    rgba[..., 3] = 0  # fully transparent: composited on white
+    reference, cropped = run(host, "DiTalkerReference", image=rgba, clip_vision=tiny[1]["clip_vision"],
+                             resolution=32)
+    assert reference.image.shape == (3, 16, 48) and cropped.shape == (1, 16, 48, 3)
+    torch.testing.assert_close(cropped, torch.ones_like(cropped))
+    assert reference.clip_embedding.shape == (32,)
+    odd, cropped = run(host, "DiTalkerReference", image=torch.rand(2, 65, 63, 3), clip_vision="none", resolution=32)
+    assert odd.image.shape == (3, 32, 32) and cropped.shape == (1, 32, 32, 3)  # first image of the batch
+
+
+def test_conditions_from_another_reference_audio_or_model_are_explained(host, tiny, base, speech, errors):
+    names = tiny[1]
+    bigger, _ = run(host, "DiTalkerReference", image=astronaut_image(), clip_vision="none", resolution=64)
+    pose_images = torch.rand(4, 40, 40, 3)
+    (pose,) = run(host, "DiTalkerPose", reference=bigger, audio_features=base["audio_features"],
+                  pose_images=pose_images)
+    with pytest.raises(errors.InputError, match="connect DiTalker Pose to the same DiTalker Reference"):
+        sample_and_decode(host, base, pose=pose)
+
+    other, _ = run(host, "DiTalkerAudioEncode", audio=audio_dict(np.zeros(8000), 16000), whisper=names["whisper"],
+                   fps=FPS)
+    (phonemes,) = run(host, "DiTalkerPhonemes", audio_features=other, transcript="Hi.", language="en",
+                      aligner="none")
+    with pytest.raises(errors.InputError, match="phonemes cover 3 frames but audio_features has 8"):
+        sample_and_decode(host, base, phonemes=phonemes)
+
+    np.save(Path(host.folder_paths.get_input_directory()) / "style.npy", np.random.rand(300, 64))
+    style, _ = run(host, "DiTalkerStyleEncode", recon_model="none", style_length=256, coefficients_file="style.npy")
+    with pytest.raises(errors.InputError, match="set style_length of DiTalker Style Encode to 32"):
+        sample_and_decode(host, base, style=style)
+
+    with pytest.raises(errors.InputError, match="pose_images, pose_keypoint or style_frames"):
+        run(host, "DiTalkerPose", reference=base["reference"], audio_features=base["audio_features"])
+    with pytest.raises(errors.InputError, match="custom_prompt"):
+        run(host, "DiTalkerEmotion", emotion="custom", subject="person", t5=names["t5"], custom_prompt=" ",
+            negative_prompt="")
+
+
+def test_cancel_stops_the_sampler_between_steps(host, base):
+    forwards = []
+    hook = base["model"].module.register_forward_hook(lambda *_: forwards.append(1))
+    host.progress.clear()
+    host.on_progress = lambda value, total: host.model_management.interrupt_current_processing()
+    try:
+        with pytest.raises(host.model_management.InterruptProcessingException):
+            sample_and_decode(host, base, steps=4)
+    finally:
+        host.on_progress = None
+        hook.remove()
+    # Cancel clicked while step 2 ran: step 2 finishes, its progress update raises, steps 3 and 4 never run.
+    assert host.progress == [(1, 4)] and len(forwards) == 2
+    assert not host.model_management.processing_interrupted()
+    video, _, _ = sample_and_decode(host, base)  # the next run is not affected
+    assert video.shape[0] == base["frames"]
