@@ -4,15 +4,15 @@ guidance against one forward of the same batch, and 60 s vs 15 s of audio. Print
     python bench/sample.py [--config tiny|xl] [--seconds 15 60] [--height 64] [--width 64] [--steps 2]
                            [--dtype float32] [--device cpu] [--vae-config tiny|full] [--threads N]
 
-Random weights (timing and memory do not depend on them). On the CPU each run is a fresh process so its peak
-resident memory is its own; on CUDA ``max_memory_allocated`` is used.
+Random weights (timing and memory do not depend on them). All runs share one process after a one-window
+warm-up; each run's peak is its own (CUDA ``max_memory_allocated``, or the CPU resident high-water mark, which
+Linux lets a process reset).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -94,8 +94,7 @@ def guidance_overhead(pipe: DiTalkerPipeline, height: int, width: int, repeat: i
     return times
 
 
-def one_run(args: argparse.Namespace, seconds: float) -> dict:
-    pipe = build(args)
+def one_run(pipe: DiTalkerPipeline, args: argparse.Namespace, seconds: float) -> dict:
     device = pipe.transformer.device
     frames = round(seconds * 25)
     cond = conditions(pipe, frames, args.height, args.width)
@@ -130,20 +129,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="CPU threads (tiny models are op-overhead bound: 1 is often fastest)")
-    parser.add_argument("--one", type=float, help=argparse.SUPPRESS)  # child-process mode: one run
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.one is not None:
-        print(json.dumps(one_run(args, args.one)))
-        return
-    base = [sys.executable, str(Path(__file__).resolve()), "--config", args.config, "--vae-config",
-            args.vae_config, "--height", str(args.height), "--width", str(args.width), "--steps", str(args.steps),
-            "--dtype", args.dtype, "--device", args.device, "--threads", str(args.threads)]
-    runs = [json.loads(subprocess.run(base + ["--one", str(s)], check=True, capture_output=True,
-                                      text=True).stdout.strip().splitlines()[-1]) for s in args.seconds]
+    pipe = build(args)
+    one_run(pipe, args, pipe.window_frames / 25)  # warm-up: kernels, allocator, caches
+    runs = [one_run(pipe, args, seconds) for seconds in args.seconds]
     result = {"bench": "sample", "config": args.config, "height": args.height, "width": args.width,
               "steps": args.steps, "dtype": args.dtype, "device": args.device, "threads": args.threads,
-              "guidance": guidance_overhead(build(args), args.height, args.width), "runs": runs}
+              "guidance": guidance_overhead(pipe, args.height, args.width), "runs": runs}
     if len(runs) >= 2:
         result["time_ratio_last_over_first"] = round(runs[-1]["total_s"] / runs[0]["total_s"], 3)
         result["peak_ratio_last_over_first"] = round(runs[-1]["peak_mib"] / runs[0]["peak_mib"], 3)

@@ -83,9 +83,9 @@ def _sampling_inputs() -> list[io.Input]:
                        tooltip="Guidance weight of the style (3DMM style clip, phonemes, pose)."),
         io.Float.Input("emotion_guidance", default=7.0, min=1.0, max=20.0, step=0.1,
                        tooltip="Guidance weight of the emotion prompt and CLIP reference."),
-        io.Int.Input("overlap", default=8, min=0, max=56, step=4,
-                     tooltip="Frames shared by consecutive windows of long audio (multiple of 4; 8 decodes "
-                             "continuity exactly)."),
+        io.Int.Input("overlap", default=8, min=0, max=56, step=8,
+                     tooltip="Frames shared by consecutive windows of long audio (a multiple of 8, less than the "
+                             "model's clip length); each window continues the previous one over them."),
         io.Float.Input("denoise", default=1.0, min=0.05, max=1.0, step=0.05,
                        tooltip="Below 1, start from the noised still portrait instead of pure noise."),
         io.Float.Input("clip_apply_ratio", default=0.5, min=0.0, max=1.0, step=0.05,
