@@ -16,26 +16,13 @@ import numpy as np
 import pytest
 import torch
 from speech import synthesize
-from tiny_models import model_folders, session_tiny_models, style_video_frames
+from tiny_models import style_video_frames
 
 from ditalker_core.media import resample
 
 FPS = 5.0
 SAMPLING = dict(steps=1, scheduler="dpm++", seed=0, audio_guidance=3.0, style_guidance=3.0, emotion_guidance=3.0,
                 overlap=8, denoise=1.0, clip_apply_ratio=0.5)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    return session_tiny_models(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def host(tiny, tmp_path_factory):
-    from comfy_host import comfy_host
-
-    with comfy_host(tmp_path_factory.mktemp("comfy_base"), model_folders(tiny[0])) as running:
-        yield running
 
 
 @pytest.fixture

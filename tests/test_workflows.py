@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import pytest
 import torch
-from tiny_models import model_folders, session_tiny_models, use_tiny_models, write_workflow_inputs
+from tiny_models import use_tiny_models, write_workflow_inputs
 
 from ditalker_core.media import read_video
 
@@ -34,19 +34,6 @@ SHIPPED_MODELS = {"checkpoint": "ditalker_xl.safetensors", "vae": "EasyAnimateV3
                   "aligner": "wav2vec2-base-960h", "recon_model": "epoch_20.pth"}
 # Combos whose options are files on the user's disk: checked only once the test has written its files.
 FILE_COMBOS = {("LoadImage", "image"), ("LoadAudio", "audio"), ("LoadVideo", "file")}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    return session_tiny_models(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def host(tiny, tmp_path_factory):
-    from comfy_host import comfy_host
-
-    with comfy_host(tmp_path_factory.mktemp("comfy_base"), model_folders(tiny[0])) as running:
-        yield running
 
 
 def specs_of(host) -> dict:
