@@ -12,7 +12,8 @@ import torch
 from ditalker_core.errors import InputError, MissingModelError
 from ditalker_core.models.syncnet import (SyncNet, face_box, load_syncnet, mel_filterbank, melspectrogram,
                                           mouth_crops, save_syncnet, sync_loss)
-from test_training_preprocess import one_thread  # noqa: F401  (autouse: one CPU thread)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_released_layout_and_shapes():

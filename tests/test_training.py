@@ -19,7 +19,9 @@ from ditalker_core.checkpoints import load_transformer, read_state_dict
 from ditalker_core.media import write_video
 from ditalker_core.models import module_group
 from speech import synthesize
-from test_training_preprocess import TEXT, one_thread, talking_frames  # noqa: F401  (one_thread: autouse)
+from test_training_preprocess import TEXT, talking_frames
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "training" / "configs"

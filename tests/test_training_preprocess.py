@@ -53,13 +53,7 @@ def write_talking_video(path: Path, text: str = TEXT) -> tuple[Path, int]:
     return path, len(frames)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small CPU ops on a shared machine run far faster on one thread than on contended OpenMP threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
