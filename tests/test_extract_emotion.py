@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -86,7 +87,9 @@ def test_cache_key_follows_the_encoder_files(t5_root, tmp_path):
     assert emotion.T5PromptEncoder(copy).cache_key("x") != original  # another path
     before = emotion.T5PromptEncoder(copy).cache_key("x")
     config = copy / "text_encoder" / "config.json"
-    config.write_text(config.read_text().replace('"num_heads": 4', '"num_heads": 2'))
+    changed = json.loads(config.read_text())
+    changed["num_heads"] += 1
+    config.write_text(json.dumps(changed))
     assert emotion.T5PromptEncoder(copy).cache_key("x") != before
     assert emotion.T5PromptEncoder(t5_root, dtype=torch.bfloat16).cache_key("x") != original
 

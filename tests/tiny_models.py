@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ditalker_core.models import get_config, get_vae_config
+from training.tiny import save_tiny_clip_vision, save_tiny_t5  # shared with the CPU training demo
 
 # ComfyUI folder name -> where it lives under models/ (the pack's own folders sit under models/ditalker/).
 FOLDERS = {
@@ -39,7 +40,6 @@ CPU_OVERRIDES: dict[tuple[str, str], Any] = {
 }
 
 WHISPER_LAYERS, WHISPER_WIDTH = 4, 32  # whisper-tiny has 4 encoder layers -> 5 rows per token, 10 x 5 = 50
-T5_WORDS = ["this", "person", "man", "is", "happy", "sad", "surprised", "and", "talks", "very", "calm"]
 
 # DWPose stand-ins: YOLOX and RTMPose graphs with the real I/O signatures at small input sizes.
 DET_HW = (64, 64)
@@ -72,40 +72,6 @@ def save_tiny_whisper(path: Path, local: bool = False) -> Path:
     model.save_pretrained(path)
     WhisperFeatureExtractor().save_pretrained(path)
     return path
-
-
-def save_tiny_t5(root: Path, d_model: int = 16) -> Path:
-    """EasyAnimate's layout: text_encoder/ (config + weights) and tokenizer/ (a T5-style Unigram vocab)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
-
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [("\u2581" + w, -2.0) for w in T5_WORDS]
-    vocab += [(c, -8.0) for c in "abcdefghijklmnopqrstuvwxyzT\u2581"]
-    backend = Tokenizer(models.Unigram(vocab, unk_id=2))
-    backend.normalizer = normalizers.Lowercase()
-    backend.pre_tokenizer = pre_tokenizers.Metaspace()
-    backend.decoder = decoders.Metaspace()
-    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>", unk_token="<unk>",
-                                        pad_token="<pad>")
-    tokenizer.save_pretrained(root / "tokenizer")
-    torch.manual_seed(0)
-    config = T5Config(vocab_size=len(vocab) + 30, d_model=d_model, d_kv=4, d_ff=32, num_layers=2, num_heads=4,
-                      feed_forward_proj="gated-gelu", decoder_start_token_id=0)
-    T5EncoderModel(config).save_pretrained(root / "text_encoder")
-    return root
-
-
-def save_tiny_clip_vision(folder: Path, projection_dim: int = 12) -> Path:
-    """A CLIPVisionModelWithProjection (EasyAnimate's image_encoder/) with a 32 px input."""
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(0)
-    config = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              image_size=32, patch_size=8, projection_dim=projection_dim)
-    CLIPVisionModelWithProjection(config).save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
 
 
 def save_tiny_wav2vec2(path: Path) -> Path:
@@ -229,7 +195,7 @@ def write_tiny_models(models_dir: Path) -> dict[str, str]:
     save_tiny_vae(folder["vae"] / names["vae"])
     assert tiny["audio_feature_dim"] == WHISPER_WIDTH
     save_tiny_whisper(folder["audio_encoders"] / names["whisper"])
-    save_tiny_t5(folder["text_encoders"] / names["t5"], d_model=tiny["caption_channels"])
+    save_tiny_t5(folder["text_encoders"] / names["t5"], tiny["caption_channels"])
     save_tiny_clip_vision(folder["clip_vision"] / names["clip_vision"], projection_dim=tiny["clip_embed_dim"])
     save_tiny_wav2vec2(folder["ditalker_align"] / names["aligner"])
     save_tiny_dwpose(folder["ditalker_dwpose"])

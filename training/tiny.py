@@ -16,11 +16,12 @@ import torch
 from ditalker_core.models import get_config, get_vae_config
 
 _WORDS = ("this", "person", "man", "woman", "is", "and", "talks", "happy", "sad", "angry", "disgusted",
-          "surprised", "fearful", "neutral")
+          "surprised", "fearful", "neutral", "very", "calm")
 
 
-def _save_t5(root: Path, width: int) -> None:
-    """A T5 encoder of width ``width`` and a T5-style Unigram tokenizer knowing the emotion-prompt words."""
+def save_tiny_t5(root: Path, width: int = 16) -> Path:
+    """EasyAnimate's layout: ``text_encoder/`` (a T5 encoder of width ``width``) and ``tokenizer/`` (a T5-style
+    Unigram tokenizer knowing the emotion-prompt words)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
@@ -36,12 +37,23 @@ def _save_t5(root: Path, width: int) -> None:
     config = T5Config(vocab_size=len(vocab) + 8, d_model=width, d_kv=8, d_ff=2 * width, num_layers=1, num_heads=2,
                       feed_forward_proj="gated-gelu", decoder_start_token_id=0)
     T5EncoderModel(config).save_pretrained(root / "text_encoder")
+    return root
+
+
+def save_tiny_clip_vision(folder: Path, projection_dim: int = 12) -> Path:
+    """A CLIPVisionModelWithProjection (EasyAnimate's ``image_encoder/``) with a 32 px input."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    config = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=32, patch_size=8, projection_dim=projection_dim)
+    CLIPVisionModelWithProjection(config).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
 
 
 def make_tiny_helpers(out: str | Path, seed: int = 0) -> dict[str, str]:
     """Write every helper under ``out``; returns the ``models.*`` config overrides (and ``whisper``)."""
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection, Dinov2Config,
-                              Dinov2Model, WhisperConfig, WhisperFeatureExtractor, WhisperModel)
+    from transformers import Dinov2Config, Dinov2Model, WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
     from ditalker_core.models.syncnet import SyncNet, save_syncnet
     from ditalker_core.models.vae import AutoencoderKLMagvit
@@ -51,12 +63,8 @@ def make_tiny_helpers(out: str | Path, seed: int = 0) -> dict[str, str]:
     torch.manual_seed(seed)
     # The tiny VAE with one residual block per level: CPU steps stay short.
     AutoencoderKLMagvit(**get_vae_config("tiny", layers_per_block=1)).save_pretrained(out / "vae")
-    _save_t5(out, model["caption_channels"])
-    clip = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                            image_size=32, patch_size=8, projection_dim=model["clip_embed_dim"])
-    CLIPVisionModelWithProjection(clip).save_pretrained(out / "image_encoder")
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
-        out / "image_encoder")
+    save_tiny_t5(out, model["caption_channels"])
+    save_tiny_clip_vision(out / "image_encoder", model["clip_embed_dim"])
     Dinov2Model(Dinov2Config(hidden_size=model["repa_dim"], num_hidden_layers=1, num_attention_heads=2,
                              intermediate_size=2 * model["repa_dim"], image_size=56, patch_size=14)
                 ).save_pretrained(out / "dinov2")
