@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from speech import synthesize, write_wav
+from training.synthetic.speech import synthesize, write_wav
 from tiny_models import WHISPER_LAYERS as LAYERS
 from tiny_models import WHISPER_WIDTH as WIDTH
 from tiny_models import save_tiny_whisper

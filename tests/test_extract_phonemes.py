@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from speech import english_words, mandarin_syllables, synthesize, write_wav
+from training.synthetic.speech import english_words, mandarin_syllables, synthesize, write_wav
 from tiny_models import save_tiny_wav2vec2
 
 from ditalker_core.errors import InputError, MissingModelError

@@ -2,7 +2,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from speech import write_wav
+from training.synthetic.speech import write_wav
 
 from ditalker_core.errors import InputError
 from ditalker_core.media import frame_count, load_audio, read_video, write_video

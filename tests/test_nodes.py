@@ -15,7 +15,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from speech import synthesize
+from training.synthetic.speech import synthesize
 from tiny_models import style_video_frames
 
 from ditalker_core.media import resample

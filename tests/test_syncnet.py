@@ -129,7 +129,7 @@ def test_syncnet_trainer_learns_and_writes_a_loadable_expert(tmp_path):
     from test_training_preprocess import TEXT, talking_frames
 
     from ditalker_core.media import write_video
-    from speech import synthesize
+    from training.synthetic.speech import synthesize
     from training import train_syncnet
     from training.preprocess import crop_resize, write_wav
 

@@ -18,7 +18,7 @@ import torch
 from ditalker_core.checkpoints import load_transformer, read_state_dict
 from ditalker_core.media import write_video
 from ditalker_core.models import module_group
-from speech import synthesize
+from training.synthetic.speech import synthesize
 from test_training_preprocess import TEXT, talking_frames
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -13,7 +13,7 @@ import torch
 from skimage import data as skimage_data  # scikit-image: requirements-test.txt
 
 from ditalker_core.media import load_audio, read_video, write_video
-from speech import synthesize
+from training.synthetic.speech import synthesize
 
 TEXT = "Hello, how are you today?"
 # Mouth centre of skimage's astronaut photo scaled to 256 px (mouth corners at (203, 140), (244, 141) at 512).

@@ -248,7 +248,7 @@ def write_workflow_inputs(prompt: dict[str, dict], input_dir: Path) -> Any:
     says the DiTalker Phonemes transcript. Returns the speech (``speech.Speech``)."""
     from PIL import Image
     from skimage.data import astronaut
-    from speech import synthesize, write_wav
+    from training.synthetic.speech import synthesize, write_wav
 
     from ditalker_core.media import write_video
 

@@ -1,4 +1,4 @@
-"""Real speech and audio files for tests, offline: espeak-ng (``espeakng-loader``) with its timing events.
+"""Real synthesised speech, offline: espeak-ng (``espeakng-loader``) with its own phoneme timing events.
 
 espeak-ng reports when every word and phoneme starts in the audio it synthesises, which makes
 it a ground truth for alignment tests. Debian's espeak-ng package mispronounces Mandarin, so
@@ -8,6 +8,8 @@ only the library bundled with espeakng-loader is used.
 from __future__ import annotations
 
 import ctypes
+import os
+import pickle
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ from ditalker_core.extract.phonemes import espeak
 
 _EVENT_WORD, _EVENT_END, _EVENT_PHONEME, _EVENT_LIST_TERMINATED = 1, 5, 7, 0
 _CHARS_UTF8 = 1
+_RATE, _PITCH = 1, 3  # espeak_PARAMETER ids
 
 
 class _Event(ctypes.Structure):
@@ -42,9 +45,37 @@ class Speech:
         return len(self.audio) / self.rate
 
 
-def synthesize(text: str, voice: str = "en-us") -> Speech:
-    """Speak ``text`` with espeak-ng; phonemes carry the 1-based character position of their word."""
+def synthesize(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50) -> Speech:
+    """Speak ``text`` with espeak-ng (``rate`` in words per minute, ``pitch`` 0-100, espeak's defaults);
+    phonemes carry the 1-based character position of their word.
+
+    espeak-ng carries state from one utterance to the next (the same text comes out a few samples different
+    each time), so every call speaks in a forked child of a process that never speaks itself: the same
+    arguments always give the same samples.
+    """
+    espeak()  # initialised once, before any fork
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: speak, send the result (or the error), leave without cleanup
+        try:
+            payload = pickle.dumps(_speak(text, voice, rate, pitch))
+        except BaseException as error:  # noqa: BLE001 - handed to the parent, which raises it
+            payload = pickle.dumps(error)
+        with os.fdopen(write, "wb") as handle:
+            handle.write(payload)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as handle:
+        result = pickle.loads(handle.read())
+    os.waitpid(pid, 0)
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _speak(text: str, voice: str, rate: int, pitch: int) -> Speech:
     engine = espeak()
+    engine.lib.espeak_ng_SetRandSeed(ctypes.c_long(0))  # voice variants add random breath and flutter
     chunks: list[np.ndarray] = []
     events: list[tuple[int, str, int]] = []
 
@@ -66,6 +97,8 @@ def synthesize(text: str, voice: str = "en-us") -> Speech:
     with engine.lock:
         engine.lib.espeak_SetSynthCallback(callback)
         assert engine.lib.espeak_SetVoiceByName(voice.encode()) == 0, voice
+        engine.lib.espeak_SetParameter(_RATE, int(rate), 0)
+        engine.lib.espeak_SetParameter(_PITCH, int(pitch), 0)
         assert engine.lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, _CHARS_UTF8, None, None) == 0
         engine.lib.espeak_Synchronize()
     audio = np.concatenate(chunks).astype(np.float32) / 32768.0
