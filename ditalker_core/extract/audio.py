@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, MissingModelError
+from .faster_whisper import is_ctranslate2_folder, load_whisper_encoder
 from ..media import exact_fps, frame_count, load_audio_channels, resample
 
 SAMPLE_RATE = 16000
@@ -76,10 +77,18 @@ class AudioEncoder:
     def from_pretrained(
         cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
     ) -> "AudioEncoder":
-        """Load a transformers Whisper folder (any size; whisper-tiny is what DiTalker was trained on)."""
+        """Load a transformers Whisper folder or a faster-whisper (CTranslate2) one (any size; whisper-tiny is
+        what DiTalker was trained on)."""
         from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
         path = Path(path)
+        if is_ctranslate2_folder(path):
+            encoder = load_whisper_encoder(path)
+            if (path / "preprocessor_config.json").is_file():
+                extractor = WhisperFeatureExtractor.from_pretrained(path)
+            else:
+                extractor = WhisperFeatureExtractor(feature_size=encoder.config.num_mel_bins)
+            return cls(encoder.to(device, dtype), extractor)
         weights = [path / "model.safetensors", path / "pytorch_model.bin"]
         if not (path / "config.json").is_file() or not any(w.is_file() for w in weights):
             raise MissingModelError(
@@ -88,12 +97,18 @@ class AudioEncoder:
                 MODEL_FOLDER,
                 MODEL_SOURCE,
             )
-        model = WhisperModel.from_pretrained(path)
+        config = WhisperConfig.from_pretrained(path)
+        if config.architectures == ["WhisperEncoder"]:  # an encoder-only folder (e.g. the demo's)
+            from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+            encoder = WhisperEncoder.from_pretrained(path, torch_dtype=torch.float32)
+        else:
+            encoder = WhisperModel.from_pretrained(path).get_encoder()
         if (path / "preprocessor_config.json").is_file():
             extractor = WhisperFeatureExtractor.from_pretrained(path)
         else:  # a bare checkpoint: Whisper's extractor is fully defined by the mel-bin count
-            extractor = WhisperFeatureExtractor(feature_size=WhisperConfig.from_pretrained(path).num_mel_bins)
-        return cls(model.get_encoder().to(device, dtype), extractor)
+            extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
+        return cls(encoder.to(device, dtype), extractor)
 
     @property
     def device(self) -> torch.device:
