@@ -9,12 +9,15 @@ from the step's generator, so a resumed run repeats the uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
+import numpy as np
 import torch
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from ditalker_core.checkpoints import load_vae
 from ditalker_core.errors import MissingModelError
@@ -28,6 +31,31 @@ logger = logging.getLogger(__name__)
 DINOV2_SOURCE = "https://huggingface.co/facebook/dinov2-base (config.json + model.safetensors)"
 
 
+class MemoryCache:
+    """Results of the frozen encoders (VAE moments, CLIP embeddings) by the content of their input, in memory.
+
+    The frozen encoders are deterministic, so an input seen before (the same frames, mask, masked video or
+    reference) gets its stored result, and only the VAE posterior sample is drawn anew: exactly the uncached
+    computation without the encoders' cost after the first epoch. Worth it for small sets of fixed windows
+    (the synthetic demo set: one window per clip); random windows of long videos rarely repeat.
+    """
+
+    def __init__(self) -> None:
+        self.results: dict[tuple[str, bytes], torch.Tensor] = {}
+
+    def per_item(self, kind: str, items: torch.Tensor | np.ndarray,
+                 compute: Callable[[Any], torch.Tensor]) -> torch.Tensor:
+        """``compute(item)`` (a batch of one) for every item along the first axis, stacked on the CPU."""
+        out = []
+        for item in items:
+            array = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
+            key = (kind, hashlib.blake2b(array.tobytes(), digest_size=16).digest() + str(array.shape).encode())
+            if key not in self.results:
+                self.results[key] = compute(item).detach().cpu()
+            out.append(self.results[key])
+        return torch.cat(out)
+
+
 @dataclass
 class FrozenModels:
     vae: AutoencoderKLMagvit
@@ -36,6 +64,7 @@ class FrozenModels:
     prompts: dict[str, tuple[torch.Tensor, torch.Tensor]]  # caption -> (tokens (L, D), mask (L,))
     dinov2: Optional[torch.nn.Module] = None
     syncnet: Optional[SyncNet] = None
+    cache: Optional[MemoryCache] = None
 
 
 def _path(config: dict[str, Any], key: str, default_sub: str = "") -> Path:
@@ -76,7 +105,8 @@ def load_frozen(config: dict[str, Any], texts: Iterable[str], device: torch.devi
     clip.requires_grad_(False)
     cache = config["models"]["text_cache"] or Path(config["output_dir"]) / "t5_cache"
     encoder = T5PromptEncoder(_path(config, "text_encoder"), cache_dir=cache, device=device, dtype=dtype)
-    frozen = FrozenModels(vae, clip, processor, encode_prompts(encoder, texts))
+    frozen = FrozenModels(vae, clip, processor, encode_prompts(encoder, texts),
+                          cache=MemoryCache() if config["data"]["memory_cache"] else None)
     if losses["id"]["weight"]:
         frozen.dinov2 = load_dinov2(config["models"]["dinov2"], device, dtype)
     if losses["sync"]["weight"]:
@@ -89,13 +119,18 @@ def _randint(low: int, high: int, generator: torch.Generator) -> int:
     return int(torch.randint(low, high, (1,), generator=generator))
 
 
-def inpaint_mask(frames: int, height: int, width: int, mode: str, generator: torch.Generator) -> torch.Tensor:
-    """(1, F, H, W) mask, 1 = to generate. ``first_frame``: only frame 0 is known (what inference does).
-    ``official``: EasyAnimate's ``get_random_mask`` mixture (5% box, 30% all, 30% after the first k frames,
-    30% between the first and last k frames, 5% box over a frame range; k in 1..4)."""
+def inpaint_mask(frames: int, height: int, width: int, mode: str, generator: torch.Generator,
+                 known_frames: int = 8) -> torch.Tensor:
+    """(1, F, H, W) mask, 1 = to generate. ``first_frame``: only frame 0 is known (a first window at inference).
+    ``continuation``: half the time frame 0, half the time the first ``known_frames`` (what the pipeline's
+    later windows know: the overlap). ``official``: EasyAnimate's ``get_random_mask`` mixture (5% box, 30% all,
+    30% after the first k frames, 30% between the first and last k frames, 5% box over a frame range; k in 1..4)."""
     mask = torch.zeros(1, frames, height, width)
     if mode == "first_frame":
         mask[:, 1:] = 1
+        return mask
+    if mode == "continuation":
+        mask[:, known_frames if torch.rand(1, generator=generator) < 0.5 else 1:] = 1
         return mask
     kind = int(torch.multinomial(torch.tensor([0.05, 0.3, 0.3, 0.3, 0.05]), 1, generator=generator))
     if kind in (0, 4):
@@ -118,8 +153,13 @@ def inpaint_mask(frames: int, height: int, width: int, mode: str, generator: tor
 
 
 # ----------------------------------------------------------------------------- batch -> inputs
-def _encode(vae: AutoencoderKLMagvit, video: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    posterior = vae.encode(video.to(vae.dtype))
+def _encode(vae: AutoencoderKLMagvit, video: torch.Tensor, generator: torch.Generator,
+            cache: Optional[MemoryCache] = None) -> torch.Tensor:
+    if cache is None:
+        posterior = vae.encode(video.to(vae.dtype))
+    else:
+        moments = cache.per_item("vae", video, lambda clip: vae.encode(clip[None].to(vae.dtype)).parameters)
+        posterior = DiagonalGaussianDistribution(moments.to(video.device))
     return posterior.sample(generator=generator) * vae.config.scaling_factor
 
 
@@ -143,13 +183,15 @@ def prepare_inputs(batch: dict[str, Any], frozen: FrozenModels, config: dict[str
     """
     pixels = batch["pixel_values"].to(device).permute(0, 2, 1, 3, 4).float() / 127.5 - 1  # (B, 3, F, H, W)
     b, _, frames, height, width = pixels.shape
-    latents = _encode(frozen.vae, pixels, generator)
+    cache = frozen.cache
+    latents = _encode(frozen.vae, pixels, generator, cache)
 
-    mask = torch.stack([inpaint_mask(frames, height, width, config["data"]["inpaint_mask"], generator)
+    data = config["data"]
+    mask = torch.stack([inpaint_mask(frames, height, width, data["inpaint_mask"], generator, data["known_frames"])
                         for _ in range(b)]).to(device)  # (B, 1, F, H, W)
     masked = pixels * (1 - mask) - mask
-    inpaint = torch.cat([_encode(frozen.vae, mask.expand(-1, 3, -1, -1, -1), generator),
-                         _encode(frozen.vae, masked, generator)], dim=1)
+    inpaint = torch.cat([_encode(frozen.vae, mask.expand(-1, 3, -1, -1, -1), generator, cache),
+                         _encode(frozen.vae, masked, generator, cache)], dim=1)
     no_reference = mask.flatten(1).amin(1).cpu() > 0.5
     p_zero = config["conditions"]["zero_inpaint_without_reference"]
     zero = no_reference & (torch.rand(b, generator=generator) < p_zero)
@@ -157,8 +199,11 @@ def prepare_inputs(batch: dict[str, Any], frozen: FrozenModels, config: dict[str
 
     keep = keep_masks(b, config["conditions"]["drop"], generator)
     first = batch["pixel_values"][:, 0].permute(0, 2, 3, 1).cpu().numpy()  # reference frame, (B, H, W, 3)
-    clip = torch.cat([encode_reference(image, frozen.clip, frozen.clip_processor, (height, width))
-                      for image in first]).to(device)
+    def reference(image: np.ndarray) -> torch.Tensor:
+        return encode_reference(image, frozen.clip, frozen.clip_processor, (height, width))
+
+    clip = (torch.cat([reference(image) for image in first]) if cache is None
+            else cache.per_item("clip", first, reference)).to(device)
     keep_ref = keep["reference"].to(device)
     clip = clip * keep_ref.view(-1, 1).to(clip.dtype)
     clip_mask = keep_ref.view(-1, 1).expand(b, clip_tokens).float()

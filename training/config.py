@@ -39,7 +39,9 @@ DEFAULTS: dict[str, Any] = {
         "root": None,  # default: the metadata file's folder
         "resolution": 512,
         "num_workers": 4,
-        "inpaint_mask": "official",  # official (EasyAnimate's random masks) | first_frame
+        "inpaint_mask": "official",  # official (EasyAnimate's random masks) | first_frame | continuation
+        "known_frames": 8,  # continuation masks: frames known in a later window (the pipeline's overlap)
+        "memory_cache": False,  # keep decoded windows and frozen-encoder results in memory (small fixed sets)
         "style_clip": "random",  # where the style clip starts: random | middle | 0
     },
     "conditions": {
@@ -52,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "losses": {
         "rec": {"weight": 1.0},
         "eye": {"weight": 10.0},
+        "lip": {"weight": 0.0},  # the same region weighting on lip_mask/ (not in the paper; the demo uses it)
         "vb": {"weight": 1.0},
         "id": {"weight": 0.0},
         "sync": {"weight": 0.0, "syncnet_weight": 0.5, "latent_frames": 2, "frames": 5},
@@ -136,8 +139,8 @@ def check_config(config: dict[str, Any]) -> None:
         train["mixed_precision"] = "no"
     if train["mixed_precision"] not in ("no", "fp16", "bf16"):
         raise InputError(f"train.mixed_precision={train['mixed_precision']!r}; use no, fp16 or bf16")
-    if data["inpaint_mask"] not in ("official", "first_frame"):
-        raise InputError(f"data.inpaint_mask={data['inpaint_mask']!r}; use official or first_frame")
+    if data["inpaint_mask"] not in ("official", "first_frame", "continuation"):
+        raise InputError(f"data.inpaint_mask={data['inpaint_mask']!r}; use official, first_frame or continuation")
     if config["diffusion"]["timestep_sampling"] not in ("lognorm", "uniform"):
         raise InputError("diffusion.timestep_sampling must be lognorm or uniform")
     if int(data["resolution"]) % 16:

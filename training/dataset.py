@@ -188,7 +188,8 @@ class ClipDataset(Dataset):
     """Windows of ``clip_frames`` frames with every condition aligned to them (see module docstring)."""
 
     def __init__(self, records: list[Record], clip_frames: int, resolution: int, seed: int,
-                 style_max_len: int = 256, style_start: str | int = "random", with_mel: bool = False):
+                 style_max_len: int = 256, style_start: str | int = "random", with_mel: bool = False,
+                 memory_cache: bool = False):
         self.records = records
         self.clip_frames = clip_frames
         self.resolution = resolution
@@ -196,6 +197,8 @@ class ClipDataset(Dataset):
         self.style_max_len = style_max_len
         self.style_start = style_start
         self.with_mel = with_mel
+        self._windows: Optional[dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]] = {} if memory_cache \
+            else None  # decoded, resized (frames, pose) by (record, start): for small sets of fixed windows
         self._lengths: dict[int, int] = {}
         self._warned: set[str] = set()
 
@@ -232,18 +235,16 @@ class ClipDataset(Dataset):
             raise InputError(f"clip has {available} aligned frames, fewer than the {count} a window needs")
         start = int(rng.integers(0, available - count + 1))
 
-        frames = torch.from_numpy(read_frames(record.video, start, count)).permute(0, 3, 1, 2)
-        frames = fit_square(frames, size).round().clamp(0, 255).to(torch.uint8)
-        pose = torch.from_numpy(read_frames(record.pose, start, count)).permute(0, 3, 1, 2).float()
-        # The adapter's input is half the video size; training stretched DWPose frames to it (official 256 px).
-        pose = F.interpolate(pose, size=(size // 2, size // 2), mode="bilinear", antialias=True,
-                             align_corners=False).round().clamp(0, 255).to(torch.uint8)
+        cached = None if self._windows is None else self._windows.get((index, start))
+        frames, pose = cached or self.window_frames(record, start)
+        if self._windows is not None:
+            self._windows[(index, start)] = (frames, pose)
         style_mode = self.style_start if self.style_start in ("random", "middle") else int(self.style_start)
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         style_clip, pad_mask = make_style_clip(load_expression(record.style), self.style_max_len, style_mode,
                                                generator)
         masks = {}
-        for name in ("eye", "face"):
+        for name in ("eye", "face", "lip"):
             mask = read_mask(record.masks[name], size)
             if mask is None:
                 self._warn_once(f"{record.masks[name]} is missing: the {name} mask is empty for {record.video.name}")
@@ -255,12 +256,23 @@ class ClipDataset(Dataset):
             "phoneme_win": phoneme_windows(ids, PHONEME_PADDING)[start:start + count],  # (F, 11)
             "style_clip": style_clip, "pad_mask": pad_mask,
             "pose": pose,  # (F, 3, H/2, W/2) uint8
-            "eye_mask": masks["eye"], "face_mask": masks["face"],
+            "eye_mask": masks["eye"], "face_mask": masks["face"], "lip_mask": masks["lip"],
             "text": record.text, "index": index, "start": start,
         }
         if self.with_mel:
             sample["mel"] = torch.from_numpy(self.window_mel(record, start))
         return sample
+
+    def window_frames(self, record: Record, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The window's frames (F, 3, size, size) and pose frames (F, 3, size/2, size/2), uint8."""
+        size, count = self.resolution, self.clip_frames
+        frames = torch.from_numpy(read_frames(record.video, start, count)).permute(0, 3, 1, 2)
+        frames = fit_square(frames, size).round().clamp(0, 255).to(torch.uint8)
+        pose = torch.from_numpy(read_frames(record.pose, start, count)).permute(0, 3, 1, 2).float()
+        # The adapter's input is half the video size; training stretched DWPose frames to it (official 256 px).
+        pose = F.interpolate(pose, size=(size // 2, size // 2), mode="bilinear", antialias=True,
+                             align_corners=False).round().clamp(0, 255).to(torch.uint8)
+        return frames, pose
 
     def window_mel(self, record: Record, start: int) -> np.ndarray:
         """Mel spectrogram of the window's audio plus the 0.2 s after it, so every frame has 16 mel steps."""

@@ -113,7 +113,12 @@ def reconstruction_losses(eps_hat: torch.Tensor, noise: torch.Tensor, eye_mask: 
                           ) -> tuple[torch.Tensor, torch.Tensor]:
     """(noise MSE, noise squared error inside the eye mask averaged over all elements, as official)."""
     error = (eps_hat.float() - noise.float()) ** 2
-    return error.mean(), (error * latent_mask(eye_mask, error)).mean()
+    return error.mean(), region_loss(error, eye_mask)
+
+
+def region_loss(error: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Squared error inside a pixel-space region mask (B, H, W), averaged over all elements."""
+    return (error * latent_mask(mask, error)).mean()
 
 
 def identity_loss(repa: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -33,8 +33,8 @@ from training.checkpointing import (EMA, build_model, export, find_resume, load_
 from training.conditioning import FrozenModels, load_frozen, prepare_inputs
 from training.config import load_config
 from training.dataset import ClipDataset, ResumableSampler, read_metadata
-from training.losses import (GaussianDiffusion, dino_tokens, identity_loss, reconstruction_losses, repa_chunk,
-                             sync_losses)
+from training.losses import (GaussianDiffusion, dino_tokens, identity_loss, reconstruction_losses, region_loss,
+                             repa_chunk, sync_losses)
 from training.validation import write_sample
 
 logger = logging.getLogger("training")
@@ -70,6 +70,9 @@ def compute_losses(model: torch.nn.Module, batch: dict[str, Any], frozen: Frozen
     terms: dict[str, torch.Tensor] = {}
     terms["rec"], terms["eye"] = reconstruction_losses(eps_hat, noise, batch["eye_mask"].to(device))
     total = weights["rec"]["weight"] * terms["rec"] + weights["eye"]["weight"] * terms["eye"]
+    if weights["lip"]["weight"]:
+        terms["lip"] = region_loss((eps_hat - noise) ** 2, batch["lip_mask"].to(device))
+        total = total + weights["lip"]["weight"] * terms["lip"]
     if weights["vb"]["weight"]:
         terms["vb"] = diffusion.vb_terms(latents, x_t, t, eps_hat.detach(), var_values).mean()
         total = total + weights["vb"]["weight"] * terms["vb"]
@@ -200,7 +203,7 @@ def run(config: dict[str, Any]) -> Path:
     records = read_metadata(config["data"]["metadata"], config["data"]["root"])
     dataset = ClipDataset(records, model_cfg["audio_frames"], int(config["data"]["resolution"]), seed,
                           model_cfg["style_max_len"], config["data"]["style_clip"],
-                          with_mel=bool(weights["sync"]["weight"]))
+                          with_mel=bool(weights["sync"]["weight"]), memory_cache=bool(config["data"]["memory_cache"]))
     validation = None  # the record sampled for validation videos (main process only)
     if config["validation"]["every"] and accelerator.is_main_process:
         held_out = config["validation"]["metadata"]

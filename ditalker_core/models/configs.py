@@ -44,12 +44,49 @@ TINY: dict[str, Any] = {
     "repa_tokens": None,
 }
 
+# The shipped demo model (synthetic talking faces, 64 px, 32-frame windows; ``demo`` VAE, real Whisper tiny
+# features): every module present, small enough to train on a 2-core CPU in about two hours.
+DEMO: dict[str, Any] = {
+    "num_attention_heads": 4,
+    "attention_head_dim": 32,
+    "cross_attention_dim": 128,
+    "num_layers": 8,
+    "sample_size": 8,
+    "caption_channels": 32,
+    "clip_embed_dim": 32,
+    "motion_module_kwargs_even": {"num_attention_heads": 4, "num_transformer_block": 1,
+                                  "attention_block_types": ["Temporal_Self", "Temporal_Self"],
+                                  "temporal_position_encoding": True, "temporal_position_encoding_max_len": 256,
+                                  "temporal_attention_dim_div": 1},
+    "motion_module_kwargs_odd": {"num_attention_heads": 4, "num_transformer_block": 1,
+                                 "attention_block_types": ["Temporal_Self", "Global_Self"],
+                                 "temporal_position_encoding": True, "temporal_position_encoding_max_len": 256,
+                                 "temporal_attention_dim_div": 1},
+    "audio_frames": 32,
+    "audio_tokens": 32,
+    "audio_hidden_dim": 256,
+    "style_max_len": 64,
+    "style_use_pad_mask": True,
+    "seem_dim": 64,
+    "seem_heads": 4,
+    "seem_layers": 2,
+    "seem_ff_dim": 128,
+    "phoneme_embed_dim": 32,
+    "style_tokens": 32,
+    "style_hidden_dim": 64,
+    "scale_adapter_layers": 1,
+    "repa_depth": 4,
+    "repa_hidden_dim": 128,
+    "repa_dim": 32,
+    "repa_tokens": None,
+}
+
 EASYANIMATE_V3_XL: dict[str, Any] = {
     "enable_audio_attention": False, "enable_style_attn": False, "enable_scale_adapter": False,
     "enable_eca": False, "enable_pose_adapter": False, "enable_repa": False,
 }
 
-CONFIGS: dict[str, dict[str, Any]] = {"xl": XL, "tiny": TINY, "easyanimate_v3_xl": EASYANIMATE_V3_XL}
+CONFIGS: dict[str, dict[str, Any]] = {"xl": XL, "tiny": TINY, "demo": DEMO, "easyanimate_v3_xl": EASYANIMATE_V3_XL}
 
 
 def get_config(name: str, **overrides: Any) -> dict[str, Any]:
@@ -59,7 +96,12 @@ def get_config(name: str, **overrides: Any) -> dict[str, Any]:
     return {**CONFIGS[name], **overrides}
 
 # MagViT slice VAE configurations: ``full`` is the released EasyAnimateV3 VAE (the class defaults).
-VAE_CONFIGS: dict[str, dict[str, Any]] = {"full": {}, "tiny": {"ch": 8, "norm_num_groups": 4, "use_tiling": False}}
+# ``demo``: the released layout (8x space, 4x time) at a small width, for the synthetic-face demo model.
+VAE_CONFIGS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "tiny": {"ch": 8, "norm_num_groups": 4, "use_tiling": False},
+    "demo": {"ch": 16, "layers_per_block": 1, "norm_num_groups": 8, "use_tiling": False},
+}
 
 
 def get_vae_config(name: str, **overrides: Any) -> dict[str, Any]:
