@@ -255,3 +255,63 @@ def test_exported_checkpoints_load_and_sample(data, helpers, base_model, tmp_pat
     conditions = record_conditions(record, frozen, 12, SIZE, loaded.config.style_max_len)
     video = DiTalkerPipeline(loaded, frozen.vae)(conditions, SamplingOptions(steps=2, overlap=0))
     assert video.shape == (12, SIZE, SIZE, 3) and torch.isfinite(video).all()  # two windows, 12 frames
+
+
+def test_memory_cache_gives_the_uncached_inputs_and_encodes_each_clip_once(data, helpers, tmp_path):
+    from training.conditioning import load_frozen, prepare_inputs
+    from training.config import load_config
+    from training.dataset import ClipDataset, read_metadata
+
+    records = read_metadata(data / "metadata.json")
+    batch = torch.utils.data.default_collate([ClipDataset(records, 8, SIZE, 0, 32)[(0, 0)]] * 2)
+    results = {}
+    for cached in (False, True):
+        config = load_config(CONFIGS / "phase1.yaml", overrides(data, helpers, tmp_path, **{
+            "data.memory_cache": cached, "data.inpaint_mask": "first_frame"}))
+        frozen = load_frozen(config, [r.text for r in records], torch.device("cpu"), torch.float32)
+        calls = []
+        encode = frozen.vae.encode
+        frozen.vae.encode = lambda video: calls.append(video.shape[0]) or encode(video)
+        runs = [prepare_inputs(batch, frozen, config, 8, torch.Generator().manual_seed(s), torch.device("cpu"))
+                for s in (1, 1, 2)]
+        results[cached] = runs, calls
+    (plain, plain_calls), (cached, cached_calls) = results[False], results[True]
+    for (lat_a, kw_a, _), (lat_b, kw_b, _) in zip(plain, cached):
+        torch.testing.assert_close(lat_b, lat_a, atol=1e-4, rtol=0)  # batched vs one-clip encodes
+        torch.testing.assert_close(kw_b["inpaint_latents"], kw_a["inpaint_latents"], atol=1e-4, rtol=0)
+        torch.testing.assert_close(kw_b["clip_encoder_hidden_states"], kw_a["clip_encoder_hidden_states"])
+    assert not torch.equal(cached[0][0], cached[2][0])  # a new posterior sample for a new step
+    assert plain_calls == [2, 2, 2] * 3  # video, mask and masked video of the batch, every step
+    assert cached_calls == [1, 1, 1]  # the two samples are the same clip: each input encoded once, ever
+
+
+def test_continuation_masks_know_the_first_frame_or_the_overlap():
+    from training.conditioning import inpaint_mask
+
+    generator = torch.Generator().manual_seed(0)
+    known = [int((inpaint_mask(32, 4, 4, "continuation", generator, 8)[0, :, 0, 0] == 0).sum()) for _ in range(2000)]
+    assert set(known) == {1, 8}
+    assert known.count(8) / len(known) == pytest.approx(0.5, abs=0.04)
+    mask = inpaint_mask(32, 4, 4, "first_frame", generator)
+    assert mask[0, 0].sum() == 0 and mask[0, 1:].min() == 1
+
+
+def test_region_loss_weights_the_mask_by_hand():
+    from training.losses import region_loss
+
+    error = torch.arange(2 * 4 * 2 * 2 * 2, dtype=torch.float32).view(2, 4, 2, 2, 2)  # (B, C, F, h, w)
+    mask = torch.zeros(2, 16, 16)
+    mask[:, :8, :8] = 1  # the top-left latent cell of each 8x8 block grid -> latent (0, 0)
+    expected = error[:, :, :, 0, 0].sum() / error.numel()
+    assert float(region_loss(error, mask)) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_lip_term_enters_the_total_with_its_weight(data, helpers, tmp_path):
+    from training.train import main
+
+    out = tmp_path / "lip"
+    main(["--config", str(CONFIGS / "phase1.yaml"), *overrides(data, helpers, out, **{
+        "train.max_steps": 1, "losses.lip.weight": 7.0})])
+    (line,) = metrics(out)
+    assert line["lip"] > 0
+    assert line["loss"] == pytest.approx(line["rec"] + 10 * line["eye"] + 7 * line["lip"] + line["vb"], rel=1e-5)
