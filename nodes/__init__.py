@@ -6,11 +6,12 @@ from comfy_api.latest import ComfyExtension, io
 
 from .conditions import (DiTalkerAudioEncode, DiTalkerEmotion, DiTalkerPhonemes, DiTalkerPose,
                          DiTalkerReference, DiTalkerStyleEncode)
-from .folders import register_folders
+from .folders import register_demo, register_folders
 from .loaders import DiTalkerModelLoader, DiTalkerVAELoader
 from .sampling import DiTalkerDecode, DiTalkerEstimate, DiTalkerSampler
 
 register_folders()
+register_demo()
 
 NODES: list[type[io.ComfyNode]] = [
     DiTalkerModelLoader, DiTalkerVAELoader, DiTalkerAudioEncode, DiTalkerPhonemes, DiTalkerStyleEncode,

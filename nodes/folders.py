@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import folder_paths
 
+from ..ditalker_core.demo import INPUTS as DEMO_INPUTS_DIR
+from ..ditalker_core.demo import MODELS as DEMO_MODELS
 from ..ditalker_core.errors import MissingModelError
 
 WEIGHT_EXTENSIONS = {".safetensors", ".pth", ".pt", ".bin", ".ckpt"}
@@ -41,6 +44,25 @@ def register_folders() -> None:
         if default not in paths:
             paths.append(default)
         folder_paths.folder_names_and_paths[name] = (paths, extensions)
+
+
+DEMO_FOLDERS = ("ditalker", "vae", "text_encoders", "clip_vision", "audio_encoders")
+DEMO_INPUTS = "ditalker_demo"  # sub-folder of ComfyUI's input folder
+
+
+def register_demo() -> None:
+    """The shipped demo model's folders (``ditalker_core/demo/models/<folder>``) join ComfyUI's, and its inputs
+    are copied to ``input/ditalker_demo/`` (once, never over a user's file), so the demo workflow runs as
+    installed."""
+    for name in DEMO_FOLDERS:
+        path = DEMO_MODELS / name
+        if path.is_dir() and str(path) not in folder_paths.folder_names_and_paths.get(name, ([], set()))[0]:
+            folder_paths.add_model_folder_path(name, str(path))
+    target = Path(folder_paths.get_input_directory()) / DEMO_INPUTS
+    for source in sorted(DEMO_INPUTS_DIR.glob("*")):
+        if source.suffix in (".png", ".wav", ".mp4", ".npy", ".txt") and not (target / source.name).exists():
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target / source.name)
 
 
 def files(folder: str) -> list[str]:
