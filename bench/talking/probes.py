@@ -97,7 +97,7 @@ def read_video(probe: FaceProbe, frames: np.ndarray, batch: int = 256) -> Readou
     """uint8 (F, H, W, 3) frames (any size; resized to the probe's) -> per-frame readout."""
     outs = []
     for start in range(0, len(frames), batch):
-        x = torch.from_numpy(np.ascontiguousarray(frames[start:start + batch])).permute(0, 3, 1, 2).float() / 255
+        x = torch.from_numpy(np.array(frames[start:start + batch])).permute(0, 3, 1, 2).float() / 255
         if x.shape[-1] != probe.config.size:
             x = F.interpolate(x, size=(probe.config.size,) * 2, mode="bilinear", antialias=True, align_corners=False)
         outs.append(probe(x))

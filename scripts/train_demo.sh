@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Rebuild the shipped demo from nothing on a CPU: the synthetic set, the VAE, the seeded helper stand-ins, the
+# DiTalker, the benchmark's probes, then ditalker_core/demo/ and the benchmark figures. Every stage resumes where
+# it stopped (rerun the script after an interruption). Stages: data vae helpers dit probes assets bench.
+#   bash scripts/train_demo.sh [STAGE ...]     (default: all, in order)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+DATA=${DATA:-data/synthetic}
+OUT=${OUT:-output}
+stages=${*:-data vae helpers dit probes assets bench}
+
+for stage in $stages; do
+  case $stage in
+    data)  # two shards side by side, one thread each; the one that finishes last writes metadata.json
+      for k in 0 1; do OMP_NUM_THREADS=1 $PY -m training.synthetic "$DATA" --clips 1600 --shard "$k/2" & done
+      wait
+      $PY -c "from pathlib import Path; from training.synthetic.__main__ import write_metadata as w; w(Path('$DATA'))" ;;
+    vae)
+      $PY -m training.train_vae --metadata "$DATA/metadata.json" --out "$OUT/demo_vae" --steps 6000 ;;
+    helpers)
+      $PY -m training.tiny "$OUT/demo_helpers" ;;
+    dit)
+      $PY training/train.py --config training/configs/demo.yaml data.metadata="$DATA/metadata.json" \
+        output_dir="$OUT/ditalker_demo" models.easyanimate="$OUT/demo_helpers" models.vae="$OUT/demo_vae" \
+        models.dinov2="$OUT/demo_helpers/dinov2" ;;
+    probes)
+      $PY bench/talking/probes.py --out bench/talking/probes.safetensors ;;
+    assets)
+      $PY -m training.demo_assets --transformer "$OUT/ditalker_demo/transformer_ema.safetensors" \
+        --vae "$OUT/demo_vae" --helpers "$OUT/demo_helpers" ;;
+    bench)
+      $PY bench/adherence.py --out "$OUT/adherence" | tee "$OUT/adherence.json" ;;
+    *) echo "unknown stage $stage (data vae helpers dit probes assets bench)" >&2; exit 2 ;;
+  esac
+done
