@@ -1,7 +1,8 @@
 """Train a MagViT slice VAE on a dataset's clips: ``python -m training.train_vae --metadata M --out DIR``.
 
 For a new domain (the synthetic demo faces, a small resolution) where the released EasyAnimateV3 VAE does not
-fit. The loss is a face-weighted L1 + L2 reconstruction plus a small KL term. Each step sees ``batch`` clips of
+fit. The loss is an L1 + L2 reconstruction weighted up on the face and more on the eyes and lips, plus a small
+KL term. Each step sees ``batch`` clips of
 ``mini_batch_encoder`` frames (exactly the slices the encoder and decoder see at inference; the V3 slice layout
 is unchanged) and ``images`` single frames (an odd clip's lone first frame, which shares every weight): neighbouring
 frames of a clip are nearly alike, so the single frames give many more distinct faces per step for the same
@@ -29,9 +30,11 @@ from training.dataset import fit_square, read_frames, read_mask, read_metadata
 logger = logging.getLogger("training.vae")
 
 
-def clip_batch(records: list, rng: np.random.Generator, batch: int, frames: int, size: int
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 3, frames, size, size) in [-1, 1] from random records and starts, and (B, 1, 1, size, size) weights."""
+def clip_batch(records: list, rng: np.random.Generator, batch: int, frames: int, size: int,
+               region_weight: float = 8.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 3, frames, size, size) in [-1, 1] from random records and starts, and (B, 1, 1, size, size) weights:
+    1, plus 3 on the face, plus ``region_weight`` on the eye and lip regions (the small parts that carry the
+    expression and the lip sync)."""
     videos, weights = [], []
     for index in rng.integers(0, len(records), batch):
         record = records[int(index)]
@@ -39,8 +42,10 @@ def clip_batch(records: list, rng: np.random.Generator, batch: int, frames: int,
         start = int(rng.integers(0, max(1, total - frames + 1)))
         clip = torch.from_numpy(read_frames(record.video, start, frames)).permute(0, 3, 1, 2)
         videos.append(fit_square(clip, size).float().div(127.5).sub(1).transpose(0, 1))
-        face = read_mask(record.masks["face"], size)
-        weights.append(1 + 3 * (face if face is not None else torch.zeros(size, size)))
+        face, eye, lip = (read_mask(record.masks[name], size) for name in ("face", "eye", "lip"))
+        zeros = torch.zeros(size, size)
+        regions = torch.maximum(eye if eye is not None else zeros, lip if lip is not None else zeros)
+        weights.append(1 + 3 * (face if face is not None else zeros) + region_weight * regions)
     return torch.stack(videos), torch.stack(weights)[:, None, None]
 
 
