@@ -28,6 +28,7 @@ from ditalker_core.media import read_video
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 NAMES = ["ditalker_talking_portrait", "ditalker_style_from_video", "ditalker_emotion_control", "ditalker_long_audio"]
+DEMO = "ditalker_demo"  # runs the shipped demo model as installed: tests/test_demo.py
 # What the shipped workflows load: the released files as README's model table names them.
 SHIPPED_MODELS = {"checkpoint": "ditalker_xl.safetensors", "vae": "EasyAnimateV3-XL-2-InP-512x512",
                   "whisper": "whisper-tiny", "t5": "EasyAnimateV3-t5", "clip_vision": "EasyAnimateV3-image-encoder",
@@ -97,11 +98,11 @@ def check_prompt(prompt: dict, specs: dict, files_known: bool) -> None:
 
 
 def test_every_workflow_ships_in_both_formats():
-    assert sorted(p.stem for p in WORKFLOWS.glob("*.json")) == sorted(NAMES)
-    assert sorted(p.stem for p in (WORKFLOWS / "api").glob("*.json")) == sorted(NAMES)
+    assert sorted(p.stem for p in WORKFLOWS.glob("*.json")) == sorted(NAMES + [DEMO])
+    assert sorted(p.stem for p in (WORKFLOWS / "api").glob("*.json")) == sorted(NAMES + [DEMO])
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES + [DEMO])
 def test_ui_workflow_fits_the_node_definitions(host, name):
     from comfy_host.workflow import FRONTEND_ONLY_TYPES, is_widget, split_widgets_values
 

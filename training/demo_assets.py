@@ -35,10 +35,13 @@ from training.synthetic.tracks import FPS, Style
 PORTRAIT_SIZE = 256
 
 
-def write_models(transformer: Path, vae: Path, helpers: Path, whisper: Path | None) -> None:
+def write_transformer(transformer: Path) -> None:
     TRANSFORMER.parent.mkdir(parents=True, exist_ok=True)
     # Stored in float16 (the file stays under 20 MB); the demo loads it into float32.
     save_checkpoint(load_transformer(transformer).to(torch.float16), TRANSFORMER)
+
+
+def write_helpers(vae: Path, helpers: Path, whisper: Path | None) -> None:
     for target, source in ((VAE, vae), (T5 / "text_encoder", helpers / "text_encoder"),
                            (T5 / "tokenizer", helpers / "tokenizer"), (CLIP, helpers / "image_encoder")):
         shutil.rmtree(target, ignore_errors=True)
@@ -67,13 +70,16 @@ def write_inputs(seed: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--transformer", type=Path, required=True)
+    parser.add_argument("--transformer", type=Path, default=None,
+                        help="the trained DiTalker (without it: only the helpers and the inputs)")
     parser.add_argument("--vae", type=Path, required=True)
     parser.add_argument("--helpers", type=Path, required=True, help="python -m training.tiny's folder")
     parser.add_argument("--whisper", type=Path, default=None, help="faster-whisper folder (default: tiny.en)")
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args(argv)
-    write_models(args.transformer, args.vae, args.helpers, args.whisper)
+    write_helpers(args.vae, args.helpers, args.whisper)
+    if args.transformer is not None:
+        write_transformer(args.transformer)
     write_inputs(args.seed)
     print(f"wrote {MODELS} and {INPUTS}")
 
