@@ -11,6 +11,17 @@ from typing import Any
 
 XL: dict[str, Any] = {}  # the model's defaults are the official real size
 
+
+def _motion_modules(heads: int) -> dict[str, Any]:
+    """EasyAnimateV3's motion modules for a small model: even blocks two temporal attentions, odd blocks a
+    temporal and a global one; positions up to 256 frames."""
+    kinds = {"even": ["Temporal_Self", "Temporal_Self"], "odd": ["Temporal_Self", "Global_Self"]}
+    return {f"motion_module_kwargs_{name}": {
+        "num_attention_heads": heads, "num_transformer_block": 1, "attention_block_types": blocks,
+        "temporal_position_encoding": True, "temporal_position_encoding_max_len": 256,
+        "temporal_attention_dim_div": 1} for name, blocks in kinds.items()}
+
+
 TINY: dict[str, Any] = {
     "num_attention_heads": 2,
     "attention_head_dim": 16,
@@ -18,14 +29,7 @@ TINY: dict[str, Any] = {
     "sample_size": 16,
     "caption_channels": 32,
     "clip_embed_dim": 32,
-    "motion_module_kwargs_even": {"num_attention_heads": 2, "num_transformer_block": 1,
-                                  "attention_block_types": ["Temporal_Self", "Temporal_Self"],
-                                  "temporal_position_encoding": True, "temporal_position_encoding_max_len": 256,
-                                  "temporal_attention_dim_div": 1},
-    "motion_module_kwargs_odd": {"num_attention_heads": 2, "num_transformer_block": 1,
-                                 "attention_block_types": ["Temporal_Self", "Global_Self"],
-                                 "temporal_position_encoding": True, "temporal_position_encoding_max_len": 256,
-                                 "temporal_attention_dim_div": 1},
+    **_motion_modules(heads=2),
     "audio_frames": 32,
     "audio_feature_dim": 32,
     "audio_tokens": 16,
@@ -54,14 +58,7 @@ DEMO: dict[str, Any] = {
     "sample_size": 8,
     "caption_channels": 32,
     "clip_embed_dim": 32,
-    "motion_module_kwargs_even": {"num_attention_heads": 4, "num_transformer_block": 1,
-                                  "attention_block_types": ["Temporal_Self", "Temporal_Self"],
-                                  "temporal_position_encoding": True, "temporal_position_encoding_max_len": 256,
-                                  "temporal_attention_dim_div": 1},
-    "motion_module_kwargs_odd": {"num_attention_heads": 4, "num_transformer_block": 1,
-                                 "attention_block_types": ["Temporal_Self", "Global_Self"],
-                                 "temporal_position_encoding": True, "temporal_position_encoding_max_len": 256,
-                                 "temporal_attention_dim_div": 1},
+    **_motion_modules(heads=4),
     "audio_frames": 32,
     "audio_tokens": 32,
     "audio_hidden_dim": 256,
