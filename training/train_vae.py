@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ditalker_core.models import get_vae_config
 from ditalker_core.models.vae import AutoencoderKLMagvit

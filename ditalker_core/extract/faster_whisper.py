@@ -92,7 +92,7 @@ def whisper_encoder_state_dict(arrays: dict[str, np.ndarray]) -> tuple[dict[str,
             state[f"{dst}.{ours}.bias"] = tensor(f"{src}/{theirs}/beta")
     heads = int(arrays["encoder/num_heads"]) if "encoder/num_heads" in arrays else max(1, width // 64)
     config = {"d_model": width, "encoder_layers": layers, "encoder_attention_heads": heads,
-              "encoder_ffn_dim": arrays[f"encoder/layer_0/ffn/linear_0/weight"].shape[0],
+              "encoder_ffn_dim": arrays["encoder/layer_0/ffn/linear_0/weight"].shape[0],
               "num_mel_bins": arrays["encoder/conv1/weight"].shape[1],
               "max_source_positions": arrays["encoder/position_encodings/encodings"].shape[0]}
     return state, config
