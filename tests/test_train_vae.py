@@ -69,3 +69,8 @@ def test_vae_training_resumes_exactly_and_measures_its_scaling_factor(clips, tmp
     measured = latent_std(vae, read_metadata(clips), 8, 64)
     assert vae.config.scaling_factor == pytest.approx(1 / measured, rel=1e-4)
     assert np.isfinite(measured) and measured > 0
+
+    # --init continues a finished VAE: its weights, not a fresh initialisation.
+    again = train(str(clips), str(tmp_path / "again"), steps=0, init=str(whole), **common)
+    c = load_file(str(again / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(a[k], c[k]) for k in a)

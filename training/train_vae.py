@@ -1,14 +1,14 @@
 """Train a MagViT slice VAE on a dataset's clips: ``python -m training.train_vae --metadata M --out DIR``.
 
 For a new domain (the synthetic demo faces, a small resolution) where the released EasyAnimateV3 VAE does not
-fit. The loss is an L1 + L2 reconstruction weighted up on the face and more on the eyes and lips, plus a small
-KL term. Each step sees ``batch`` clips of
-``mini_batch_encoder`` frames (exactly the slices the encoder and decoder see at inference; the V3 slice layout
-is unchanged) and ``images`` single frames (an odd clip's lone first frame, which shares every weight): neighbouring
-frames of a clip are nearly alike, so the single frames give many more distinct faces per step for the same
-compute, as EasyAnimate trained its VAE on images and videos together. At the end ``scaling_factor`` is set to 1 / std of the latents, as for the
-released VAE, and ``OUT/`` is written as a ``vae/`` folder (``config.json`` + safetensors) that every loader
-reads. ``OUT/state.pt`` is a resumable training state (rerun the same command to continue).
+fit. The loss is an L1 + L2 reconstruction weighted up on the face and more on the eyes and lips, plus a small KL
+term. Each step sees ``batch`` clips of ``mini_batch_encoder`` frames (exactly the slices the encoder and decoder
+see at inference; the V3 slice layout is unchanged) and ``images`` single frames (an odd clip's lone first frame,
+which shares every weight): neighbouring frames of a clip are nearly alike, so the single frames give many more
+distinct faces per step for the same compute, as EasyAnimate trained its VAE on images and videos together. At the
+end ``scaling_factor`` is set to 1 / std of the latents, as for the released VAE, and ``OUT/`` is written as a
+``vae/`` folder (``config.json`` + safetensors) that every loader reads. ``OUT/state.pt`` is a resumable training
+state (rerun the same command to continue); ``--init FOLDER`` starts from a finished VAE instead (fresh optimizer).
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def latent_std(vae: AutoencoderKLMagvit, records: list, frames: int, size: int, 
 
 
 def train(metadata: str, out: str, config: str = "demo", steps: int = 3000, batch: int = 2, images: int = 16,
-          frames: int = 8, size: int = 64, lr: float = 5e-4, kl_weight: float = 1e-6, seed: int = 0, save_every: int = 250) -> Path:
+          frames: int = 8, size: int = 64, lr: float = 5e-4, kl_weight: float = 1e-6, seed: int = 0,
+          save_every: int = 250, init: str | None = None) -> Path:
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = read_metadata(metadata)
@@ -82,6 +83,9 @@ def train(metadata: str, out: str, config: str = "demo", steps: int = 3000, batc
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
         logger.info("resumed at step %d", step)
+    elif init:  # continue a finished VAE (its weights; the optimizer starts afresh, steps count from 0)
+        vae.load_state_dict(AutoencoderKLMagvit.from_local(init).state_dict())
+        logger.info("initialised from %s", init)
     log = (out_dir / "metrics.jsonl").open("a")
     while step < steps:
         started = time.time()
@@ -128,10 +132,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--kl-weight", type=float, default=1e-6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", default=None, help="a VAE folder to continue from (when OUT has no state.pt)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     train(args.metadata, args.out, args.config, args.steps, args.batch, args.images, args.frames, args.size, args.lr,
-          args.kl_weight, args.seed)
+          args.kl_weight, args.seed, init=args.init)
 
 
 if __name__ == "__main__":
