@@ -21,9 +21,11 @@ for stage in $stages; do
     helpers)
       $PY -m training.tiny "$OUT/demo_helpers" ;;
     dit)
+      # T5 and CLIP: the shipped stand-ins (the same seeded files python -m training.tiny writes)
       $PY training/train.py --config training/configs/demo.yaml data.metadata="$DATA/metadata.json" \
-        output_dir="$OUT/ditalker_demo" models.easyanimate="$OUT/demo_helpers" models.vae="$OUT/demo_vae" \
-        models.dinov2="$OUT/demo_helpers/dinov2" ;;
+        output_dir="$OUT/ditalker_demo" models.vae="$OUT/demo_vae" models.dinov2="$OUT/demo_helpers/dinov2" \
+        models.text_encoder=ditalker_core/demo/models/text_encoders/ditalker_demo_t5 \
+        models.image_encoder=ditalker_core/demo/models/clip_vision/ditalker_demo_clip ;;
     probes)
       $PY bench/talking/probes.py --out bench/talking/probes.safetensors ;;
     assets)
