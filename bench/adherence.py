@@ -15,7 +15,8 @@ the video (``bench/talking/probes.py``). Scores (``bench/talking/metrics.py``):
 - ``ablations``: the same cases with audio, style (3DMM + phonemes + pose) or emotion (prompt + CLIP) dropped;
 - ``long_audio``: one case of 30 s or more in several windows: frame count, lip sync and identity of the first
   and last window, and the change across window borders over the change inside windows (``seam_ratio``);
-- ``ground_truth``: the probes on the true videos (the ceiling of each score).
+- ``ground_truth``: the probes on the true videos (the ceiling of each score); ``reconstruction``: on the true
+  videos through the VAE (encode, decode): the ceiling any DiTalker on that VAE can reach.
 
 With ``--out DIR``: every generated mp4 (with its audio), side-by-sides (reference | generated | truth), PNG
 plots of the tracks, the emotion confusion matrix and ``cases.json``.
@@ -45,6 +46,7 @@ from bench.talking.probes import Readout, identity_similarity, load_probe, read_
 from ditalker_core.demo import DEFAULT_OPTIONS, TRANSFORMER, DemoModels  # noqa: E402
 from ditalker_core.media import write_video  # noqa: E402
 from ditalker_core.pipeline import Conditions, SamplingOptions  # noqa: E402
+from ditalker_core.pipeline.generate import decode_latents  # noqa: E402
 from training.synthetic.cases import SAMPLE_RATE, RenderedCase, render_case  # noqa: E402
 from training.synthetic.tracks import EMOTIONS, FPS  # noqa: E402
 
@@ -59,6 +61,18 @@ def conditions_for(models: DemoModels, rendered: RenderedCase) -> Conditions:
     return models.conditions(portrait=rendered.reference, audio=rendered.audio,
                              style=torch.from_numpy(rendered.style_coefficients), pose_frames=rendered.pose_frames,
                              emotion=rendered.case.emotion, phoneme_ids=rendered.phoneme_ids, sample_rate=SAMPLE_RATE)
+
+
+@torch.no_grad()
+def reconstruct(vae: torch.nn.Module, frames: np.ndarray) -> np.ndarray:
+    """(F, H, W, 3) uint8 through the VAE: the posterior mean, decoded. The clip is padded with its last frame to
+    whole encoder slices (``mini_batch_encoder`` frames), as the pipeline's windows are."""
+    slices = vae.config.mini_batch_encoder
+    padded = np.concatenate([frames, np.repeat(frames[-1:], -len(frames) % slices, axis=0)])
+    video = torch.from_numpy(padded).permute(3, 0, 1, 2)[None].to(vae.device, vae.dtype) / 127.5 - 1
+    scaled = vae.encode(video).mode() * vae.config.scaling_factor
+    decoded = torch.cat(list(decode_latents(vae, scaled)), dim=1)  # (3, F, H, W) in [-1, 1]
+    return ((decoded[:, : len(frames)].permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy()
 
 
 def generate(models: DemoModels, conditions: Conditions, options: SamplingOptions) -> np.ndarray:
@@ -126,7 +140,7 @@ def run(checkpoint: str | Path, cases: int, seed: int, steps: int, out: Path | N
     models, probe = DemoModels(checkpoint), load_probe()
     options = replace(DEFAULT_OPTIONS, steps=steps, seed=seed)
     variants = {"full": {}, **ABLATIONS}
-    scores: dict[str, list[dict[str, float]]] = {name: [] for name in [*variants, "truth"]}
+    scores: dict[str, list[dict[str, float]]] = {name: [] for name in [*variants, "truth", "reconstruction"]}
     rendered_cases = []
     for index, case in enumerate(benchmark_cases(cases, seed)):
         rendered = render_case(case)
@@ -135,6 +149,7 @@ def run(checkpoint: str | Path, cases: int, seed: int, steps: int, out: Path | N
         reference = read_video(probe, rendered.reference[None])
         videos = {name: generate(models, replace(conditions, **drop), options) for name, drop in variants.items()}
         videos["truth"] = rendered.frames
+        videos["reconstruction"] = reconstruct(models.pipeline.vae, rendered.frames)
         readings = {name: read_video(probe, frames) for name, frames in videos.items()}
         for name, reading in readings.items():
             scores[name].append(score(reading, reference, rendered))
@@ -143,6 +158,7 @@ def run(checkpoint: str | Path, cases: int, seed: int, steps: int, out: Path | N
     result = summarize(scores["full"], rendered_cases)
     result["ablations"] = {name: summarize(scores[name], rendered_cases) for name in ABLATIONS}
     result["ground_truth"] = summarize(scores["truth"], rendered_cases)
+    result["reconstruction"] = summarize(scores["reconstruction"], rendered_cases)
     if long_sentences:
         result["long_audio"] = long_audio(models, probe, render_case(long_case(seed, long_sentences)), options, out)
     if out is not None:

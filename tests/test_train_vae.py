@@ -74,3 +74,19 @@ def test_vae_training_resumes_exactly_and_measures_its_scaling_factor(clips, tmp
     again = train(str(clips), str(tmp_path / "again"), steps=0, init=str(whole), **common)
     c = load_file(str(again / "diffusion_pytorch_model.safetensors"))
     assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_warm_start_copies_every_tensor_of_matching_shape_and_names_the_rest():
+    from ditalker_core.models import get_vae_config
+    from ditalker_core.models.vae import AutoencoderKLMagvit
+    from training.train_vae import warm_start
+
+    torch.manual_seed(0)
+    source = AutoencoderKLMagvit(**get_vae_config("tiny")).state_dict()
+    wider = AutoencoderKLMagvit(**get_vae_config("tiny", latent_channels=16))
+    fresh = warm_start(wider, source)
+    # only the convs that touch the latent change shape with its width
+    assert fresh == ["decoder.conv_in.weight", "encoder.conv_out.bias", "encoder.conv_out.weight",
+                     "post_quant_conv.bias", "post_quant_conv.weight", "quant_conv.bias", "quant_conv.weight"]
+    own = wider.state_dict()
+    assert all(torch.equal(own[k], source[k]) for k in own if k not in fresh)

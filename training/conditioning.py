@@ -176,7 +176,7 @@ def keep_masks(batch: int, drop: dict[str, float], generator: torch.Generator) -
 def prepare_inputs(batch: dict[str, Any], frozen: FrozenModels, config: dict[str, Any], clip_tokens: int,
                    generator: torch.Generator, device: torch.device
                    ) -> tuple[torch.Tensor, dict[str, Any], dict[str, torch.Tensor]]:
-    """-> (clean latents (B, 4, f, h, w), model kwargs except the noisy latent and timestep, keep masks).
+    """-> (clean latents (B, C, f, h, w), model kwargs except the noisy latent and timestep, keep masks).
 
     A dropped condition is zeroed for that sample (text and reference: their attention masks are zeroed),
     which is exactly the model's null for it.

@@ -8,7 +8,8 @@ which shares every weight): neighbouring frames of a clip are nearly alike, so t
 distinct faces per step for the same compute, as EasyAnimate trained its VAE on images and videos together. At the
 end ``scaling_factor`` is set to 1 / std of the latents, as for the released VAE, and ``OUT/`` is written as a
 ``vae/`` folder (``config.json`` + safetensors) that every loader reads. ``OUT/state.pt`` is a resumable training
-state (rerun the same command to continue); ``--init FOLDER`` starts from a finished VAE instead (fresh optimizer).
+state (rerun the same command to continue); ``--init FOLDER`` starts from a finished VAE instead (fresh optimizer;
+the tensors whose shapes differ, as the latent-side convs of another latent width, keep their fresh init).
 """
 
 from __future__ import annotations
@@ -67,6 +68,16 @@ def latent_std(vae: AutoencoderKLMagvit, records: list, frames: int, size: int, 
     return float(torch.cat([s.flatten() for s in samples]).std())
 
 
+def warm_start(vae: AutoencoderKLMagvit, weights: dict[str, torch.Tensor]) -> list[str]:
+    """Copy every tensor of ``weights`` whose name and shape match; returns the names left at their fresh init.
+
+    So a VAE with another latent width starts from a trained one: only the layers next to the latent differ."""
+    own = vae.state_dict()
+    kept = {name: value for name, value in weights.items() if name in own and own[name].shape == value.shape}
+    vae.load_state_dict({**own, **kept})
+    return sorted(set(own) - set(kept))
+
+
 def train(metadata: str, out: str, config: str = "demo", steps: int = 3000, batch: int = 2, images: int = 16,
           frames: int = 8, size: int = 64, lr: float = 5e-4, kl_weight: float = 1e-6, seed: int = 0,
           save_every: int = 250, init: str | None = None) -> Path:
@@ -83,9 +94,9 @@ def train(metadata: str, out: str, config: str = "demo", steps: int = 3000, batc
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
         logger.info("resumed at step %d", step)
-    elif init:  # continue a finished VAE (its weights; the optimizer starts afresh, steps count from 0)
-        vae.load_state_dict(AutoencoderKLMagvit.from_local(init).state_dict())
-        logger.info("initialised from %s", init)
+    elif init:  # start from a finished VAE (the optimizer starts afresh, steps count from 0)
+        fresh = warm_start(vae, AutoencoderKLMagvit.from_local(init).state_dict())
+        logger.info("initialised from %s; newly initialised (other shape): %s", init, fresh or "none")
     log = (out_dir / "metrics.jsonl").open("a")
     while step < steps:
         started = time.time()

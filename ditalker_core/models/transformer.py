@@ -2,13 +2,13 @@
 
 Data path of one forward:
 
-    noisy latent (+ 0.5 * Pose Adapter(DWPose video))  ++  inpaint latents (mask 4 + masked video 4)
+    noisy latent (+ 0.5 * Pose Adapter(DWPose video))  ++  inpaint latents (mask C + masked video C; C = 4 for V3)
       -> per-frame 2x2 patch embedding + 2D sin-cos table -> tokens (B, F*h*w, C)
     timestep -> adaLN-single;  T5 tokens -> caption projection;  CLIP embedding -> 8 tokens
     Whisper windows -> AudioProjection -> c_a;  3DMM clip + phoneme windows -> SEEM style branch -> c_s
     c_emo = [caption tokens | CLIP tokens];  Scale Adapter(c_s, c_a) -> (s_phi, s_alpha) per block
     28 DiTalker blocks with U-ViT long skips (outputs of blocks 0-12 feed blocks 27-15)
-      -> adaLN output norm -> linear -> unpatchify -> (B, 8, F, H, W): noise (4) | learned variance (4)
+      -> adaLN output norm -> linear -> unpatchify -> (B, 2C, F, H, W): noise (C) | learned variance (C)
 
 The REPA side output (hidden states of block ``repa_depth`` through the REPA head) is returned for training.
 State-dict keys are the official DiTalker / EasyAnimateV3 ones, so both load unconverted.
@@ -318,9 +318,9 @@ class DiTalkerTransformer3DModel(ModelMixin, ConfigMixin):
         repa_index: Optional[int] = None,
         return_dict: bool = True,
     ) -> DiTalkerTransformerOutput | tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Predict noise and variance for (B, 4, F, H, W) ``hidden_states`` at ``timestep`` (B,).
+        """Predict noise and variance for (B, C, F, H, W) ``hidden_states`` at ``timestep`` (B,).
 
-        Argument names are the official ones. ``inpaint_latents`` (B, 8, F, H, W): mask latent + masked video
+        Argument names are the official ones. ``inpaint_latents`` (B, 2C, F, H, W): mask latent + masked video
         latent. ``repa_index``: return the REPA projection of token chunk ``repa_index`` (``repa_tokens`` tokens;
         with the official 256 at 512 px that is one frame) of block ``repa_depth``; None skips it.
         """
@@ -338,7 +338,8 @@ class DiTalkerTransformer3DModel(ModelMixin, ConfigMixin):
             hidden_states = torch.cat([hidden_states, inpaint_latents.to(self.dtype)], dim=1)
         if hidden_states.shape[1] != cfg.in_channels:
             raise InputError(f"noisy latent + inpaint_latents have {hidden_states.shape[1]} channels, the model "
-                             f"takes {cfg.in_channels} (4 noisy + 4 mask + 4 masked-video latents)")
+                             f"takes {cfg.in_channels} (noisy + mask + masked-video latents, "
+                             f"{cfg.out_channels // 2} channels each)")
 
         h, w = height // cfg.patch_size, width // cfg.patch_size
         tokens = self.pos_embed(rearrange(hidden_states, "b c f h w -> (b f) c h w"))

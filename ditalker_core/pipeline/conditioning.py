@@ -58,7 +58,7 @@ def prepare_reference(image: Any, height: int, width: int) -> torch.Tensor:
 @torch.no_grad()
 def inpaint_latents(vae: Any, known_video: torch.Tensor, known_frames: int, frames: int,
                     generator: torch.Generator) -> torch.Tensor:
-    """EasyAnimate I2V conditioning (B=1): (1, 8, f, h, w) = [mask latent | masked-video latent].
+    """EasyAnimate I2V conditioning (B=1): (1, 2C, f, h, w) = [mask latent | masked-video latent].
 
     ``known_video`` (3, >=known_frames, H, W) in [-1, 1]; its first ``known_frames`` frames are kept, the rest of
     the ``frames``-long window is generated (mask 1, masked video -1), as EasyAnimate's inpaint pipeline encodes it.

@@ -74,8 +74,9 @@ def estimate_run(pipeline: DiTalkerPipeline, num_frames: int, height: int, width
         emotion_tokens=torch.zeros(1, cfg.caption_channels), clip_embedding=torch.zeros(cfg.clip_embed_dim))
     windows = pipeline.plan(num_frames, options.overlap)
     inputs = pipeline._branch_inputs(conditions, windows[0], options, clip_on=True)
-    latents = torch.zeros(1, 4, frames // 4, height // 8, width // 8, device=device, dtype=model.dtype)
-    inpaint = torch.zeros(1, 8, *latents.shape[2:], device=device, dtype=model.dtype)
+    channels = pipeline.vae.config.latent_channels
+    latents = torch.zeros(1, channels, frames // 4, height // 8, width // 8, device=device, dtype=model.dtype)
+    inpaint = torch.zeros(1, 2 * channels, *latents.shape[2:], device=device, dtype=model.dtype)
     t = torch.tensor([500], device=device)
     pipeline._predict(latents, t, inpaint, inputs, options)  # warm-up (kernels, allocator)
     with peak_memory(device) as step_peak:

@@ -174,7 +174,7 @@ class DiTalkerPipeline:
 
     def _predict(self, latents: torch.Tensor, t: torch.Tensor, inpaint: torch.Tensor,
                  inputs: dict[str, torch.Tensor], options: SamplingOptions) -> torch.Tensor:
-        """Guided noise prediction for one (1, 4, f, h, w) latent."""
+        """Guided noise prediction for one (1, C, f, h, w) latent."""
         count = len(options.guidance.branches())
         chunk = options.branch_batch or count
         outputs = []
@@ -191,7 +191,7 @@ class DiTalkerPipeline:
     def _sample_window(self, conditions: Conditions, window: Window,
                        known: Optional[tuple[torch.Tensor, torch.Tensor]], options: SamplingOptions, index: int,
                        progress: Progress, done: int, total: int) -> torch.Tensor:
-        """Denoise one window; returns its latents (1, 4, f, h, w) (scaled).
+        """Denoise one window; returns its latents (1, C, f, h, w) (scaled).
 
         ``known``: the previous window's decoded frames and latents over this window's first ``window.known``
         frames (None for the first window, which starts from the reference frame).
@@ -208,7 +208,7 @@ class DiTalkerPipeline:
         scheduler = make_scheduler(options.scheduler)
         scheduler.set_timesteps(options.steps, device=device)
         timesteps = scheduler.timesteps[options.steps - self._steps_run(options):]
-        noise = torch.randn((1, 4, latent_frames, height, width), generator=generator).to(device,
+        noise = torch.randn((1, self.vae.config.latent_channels, latent_frames, height, width), generator=generator).to(device,
                                                                                           self.transformer.dtype)
         if options.denoise < 1.0:
             start = self.vae.encode(known_video[:, :1].expand(-1, frames, -1, -1)[None]).sample(generator)
@@ -272,7 +272,7 @@ class DiTalkerPipeline:
 
 @torch.no_grad()
 def decode_latents(vae: torch.nn.Module, latents: torch.Tensor) -> Iterator[torch.Tensor]:
-    """(1, 4, f, h, w) scaled latents -> chunks (3, F_i, H, W) in [-1, 1] on the CPU, decoded chunk by chunk."""
+    """(1, C, f, h, w) scaled latents -> chunks (3, F_i, H, W) in [-1, 1] on the CPU, decoded chunk by chunk."""
     z = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor
     for chunk in vae.decode_stream(z):
         yield chunk[0].clamp(-1, 1).float().cpu()
