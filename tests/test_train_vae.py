@@ -76,17 +76,20 @@ def test_vae_training_resumes_exactly_and_measures_its_scaling_factor(clips, tmp
     assert all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_warm_start_copies_every_tensor_of_matching_shape_and_names_the_rest():
+def test_warm_start_widens_the_latent_without_changing_the_reconstruction():
     from ditalker_core.models import get_vae_config
     from ditalker_core.models.vae import AutoencoderKLMagvit
     from training.train_vae import warm_start
 
     torch.manual_seed(0)
-    source = AutoencoderKLMagvit(**get_vae_config("tiny")).state_dict()
-    wider = AutoencoderKLMagvit(**get_vae_config("tiny", latent_channels=16))
-    fresh = warm_start(wider, source)
-    # only the convs that touch the latent change shape with its width
-    assert fresh == ["decoder.conv_in.weight", "encoder.conv_out.bias", "encoder.conv_out.weight",
-                     "post_quant_conv.bias", "post_quant_conv.weight", "quant_conv.bias", "quant_conv.weight"]
-    own = wider.state_dict()
-    assert all(torch.equal(own[k], source[k]) for k in own if k not in fresh)
+    trained = AutoencoderKLMagvit(**get_vae_config("tiny")).eval()
+    wider = AutoencoderKLMagvit(**get_vae_config("tiny", latent_channels=16)).eval()
+    assert warm_start(wider, trained.state_dict()) == []  # every tensor set from the trained VAE
+    video = torch.rand(1, 3, 9, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        before, after = trained.encode(video), wider.encode(video)
+        assert torch.allclose(after.mean[:, :4], before.mean[:, :4], atol=1e-6)
+        assert torch.allclose(after.logvar[:, :4], before.logvar[:, :4], atol=1e-6)
+        assert float(after.logvar[:, 4:].max()) == pytest.approx(-10.0)  # the new channels start nearly certain
+        assert float(after.mean[:, 4:].abs().mean()) > 1e-3  # ... and not stuck at zero
+        torch.testing.assert_close(wider.decode(after.mode()), trained.decode(before.mode()), atol=1e-5, rtol=0)

@@ -9,7 +9,7 @@ distinct faces per step for the same compute, as EasyAnimate trained its VAE on 
 end ``scaling_factor`` is set to 1 / std of the latents, as for the released VAE, and ``OUT/`` is written as a
 ``vae/`` folder (``config.json`` + safetensors) that every loader reads. ``OUT/state.pt`` is a resumable training
 state (rerun the same command to continue); ``--init FOLDER`` starts from a finished VAE instead (fresh optimizer;
-the tensors whose shapes differ, as the latent-side convs of another latent width, keep their fresh init).
+one with fewer latent channels is widened without changing what it computes, ``widen_latent``).
 """
 
 from __future__ import annotations
@@ -71,11 +71,38 @@ def latent_std(vae: AutoencoderKLMagvit, records: list, frames: int, size: int, 
 def warm_start(vae: AutoencoderKLMagvit, weights: dict[str, torch.Tensor]) -> list[str]:
     """Copy every tensor of ``weights`` whose name and shape match; returns the names left at their fresh init.
 
-    So a VAE with another latent width starts from a trained one: only the layers next to the latent differ."""
+    A trained VAE with fewer latent channels is widened first (``widen_latent``), so nothing is left fresh."""
     own = vae.state_dict()
+    if weights["post_quant_conv.weight"].shape[0] < vae.config.latent_channels:
+        weights = widen_latent(weights, own)
     kept = {name: value for name, value in weights.items() if name in own and own[name].shape == value.shape}
     vae.load_state_dict({**own, **kept})
     return sorted(set(own) - set(kept))
+
+
+def widen_latent(weights: dict[str, torch.Tensor], own: dict[str, torch.Tensor],
+                 new_logvar: float = -10.0) -> dict[str, torch.Tensor]:
+    """Net2Net-style widening of a VAE's latent from C to C' channels that keeps its function: the encoder's new
+    mean channels keep ``own``'s fresh weights (so gradients reach them), their log-variance is ``new_logvar``,
+    ``quant_conv`` and ``post_quant_conv`` pass the new channels through, and the decoder reads them with zero
+    weights. The widened VAE reconstructs exactly as the trained one and learns to use the new channels."""
+    old, new = weights["post_quant_conv.weight"].shape[0], own["post_quant_conv.weight"].shape[0]
+    moments = torch.cat([torch.arange(old), new + torch.arange(old)])  # old mean | old logvar -> new positions
+    out = dict(weights)
+    w, b = own["encoder.conv_out.weight"].clone(), own["encoder.conv_out.bias"].clone()
+    w[new:], b[new:] = 0.0, new_logvar
+    w[moments], b[moments] = weights["encoder.conv_out.weight"], weights["encoder.conv_out.bias"]
+    out["encoder.conv_out.weight"], out["encoder.conv_out.bias"] = w, b
+    for name, index, size in (("quant_conv", moments, 2 * new), ("post_quant_conv", torch.arange(old), new)):
+        w = torch.eye(size).reshape(size, size, 1, 1, 1)
+        w[index[:, None], index[None, :]] = weights[f"{name}.weight"]
+        b = torch.zeros(size)
+        b[index] = weights[f"{name}.bias"]
+        out[f"{name}.weight"], out[f"{name}.bias"] = w, b
+    w = torch.zeros_like(own["decoder.conv_in.weight"])
+    w[:, :old] = weights["decoder.conv_in.weight"]
+    out["decoder.conv_in.weight"] = w
+    return out
 
 
 def train(metadata: str, out: str, config: str = "demo", steps: int = 3000, batch: int = 2, images: int = 16,
@@ -96,7 +123,7 @@ def train(metadata: str, out: str, config: str = "demo", steps: int = 3000, batc
         logger.info("resumed at step %d", step)
     elif init:  # start from a finished VAE (the optimizer starts afresh, steps count from 0)
         fresh = warm_start(vae, AutoencoderKLMagvit.from_local(init).state_dict())
-        logger.info("initialised from %s; newly initialised (other shape): %s", init, fresh or "none")
+        logger.info("initialised from %s; left at their fresh init: %s", init, fresh or "none")
     log = (out_dir / "metrics.jsonl").open("a")
     while step < steps:
         started = time.time()
