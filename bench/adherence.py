@@ -130,8 +130,9 @@ def write_case(out: Path, index: int, rendered: RenderedCase, videos: dict[str, 
                                                                      rendered.frames), FPS, rendered.audio, SAMPLE_RATE)
     plots.tracks(out / f"{name}_tracks.png", f"case {index}: {rendered.case.emotion}, {rendered.case.style.trajectory}"
                  f", manner {rendered.case.style.mouth_amplitude:.2f}", rendered.mouth,
-                 {k: readings[k].mouth for k in ("full", "no_audio", "truth")}, rendered.pose,
-                 {k: readings[k].pose for k in ("full", "no_style")})
+                 {"generated": readings["full"].mouth, "no audio": readings["no_audio"].mouth,
+                  "truth, read back": readings["truth"].mouth}, rendered.pose,
+                 {"generated": readings["full"].pose, "no style": readings["no_style"].pose})
 
 
 def run(checkpoint: str | Path, cases: int, seed: int, steps: int, out: Path | None, long_sentences: int

@@ -47,22 +47,23 @@ def register_folders() -> None:
 
 
 DEMO_FOLDERS = ("ditalker", "vae", "text_encoders", "clip_vision", "audio_encoders")
-DEMO_INPUTS = "ditalker_demo"  # sub-folder of ComfyUI's input folder
+DEMO_INPUTS = "ditalker_demo_"  # prefix of the demo inputs' names in ComfyUI's input folder
 
 
 def register_demo() -> None:
     """The shipped demo model's folders (``ditalker_core/demo/models/<folder>``) join ComfyUI's, and its inputs
-    are copied to ``input/ditalker_demo/`` (once, never over a user's file), so the demo workflow runs as
-    installed."""
+    are copied to ``input/ditalker_demo_*`` (once, never over a user's file; at the top of the folder, where the
+    file pickers of Load Image / Audio / Video list them), so the demo workflow runs as installed."""
     for name in DEMO_FOLDERS:
         path = DEMO_MODELS / name
         if path.is_dir() and str(path) not in folder_paths.folder_names_and_paths.get(name, ([], set()))[0]:
             folder_paths.add_model_folder_path(name, str(path))
-    target = Path(folder_paths.get_input_directory()) / DEMO_INPUTS
+    folder = Path(folder_paths.get_input_directory())
     for source in sorted(DEMO_INPUTS_DIR.glob("*")):
-        if source.suffix in (".png", ".wav", ".mp4", ".npy", ".txt") and not (target / source.name).exists():
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target / source.name)
+        target = folder / f"{DEMO_INPUTS}{source.name}"
+        if source.suffix in (".png", ".wav", ".mp4", ".npy", ".txt") and not target.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
 
 
 def files(folder: str) -> list[str]:

@@ -16,8 +16,12 @@ for stage in $stages; do
       for k in 0 1; do OMP_NUM_THREADS=1 $PY -m training.synthetic "$DATA" --clips 1600 --shard "$k/2" & done
       wait
       $PY -c "from pathlib import Path; from training.synthetic.__main__ import write_metadata as w; w(Path('$DATA'))" ;;
-    vae)
-      $PY -m training.train_vae --metadata "$DATA/metadata.json" --out "$OUT/demo_vae" --steps 6000 ;;
+    vae)  # 4 latent channels first, then widened to 16 (the function kept) and trained on, then a lower lr
+      $PY -m training.train_vae --metadata "$DATA/metadata.json" --out "$OUT/demo_vae_narrow" --config demo_narrow \
+        --steps 4250
+      $PY -m training.train_vae --metadata "$DATA/metadata.json" --out "$OUT/demo_vae" --steps 500 \
+        --init "$OUT/demo_vae_narrow"
+      $PY -m training.train_vae --metadata "$DATA/metadata.json" --out "$OUT/demo_vae" --steps 800 --lr 1e-4 ;;
     helpers)
       $PY -m training.tiny "$OUT/demo_helpers" ;;
     dit)

@@ -19,17 +19,11 @@ from ditalker_core.demo import INPUTS, TRANSFORMER, WHISPER
 from ditalker_core.media import load_audio, read_video
 
 ROOT = Path(__file__).resolve().parents[1]
-# Until the demo DiTalker is trained (issue 9: its VAE, helpers and inputs ship, the model file does not yet),
-# the two tests that render with it cannot run; they run as soon as the file is in place.
-needs_demo_model = pytest.mark.skipif(not TRANSFORMER.is_file(), reason=f"{TRANSFORMER.name} is not trained yet")
-
-
 def expected_frames(path: Path) -> int:
     audio, rate = load_audio(path, 16000)
     return math.ceil(len(audio) / rate * 25)
 
 
-@needs_demo_model
 def test_readme_main_command_writes_the_video_with_its_audio(tmp_path):
     run = subprocess.run([sys.executable, "-m", "ditalker_core.demo", "--out", str(tmp_path), "--steps", "3"],
                          cwd=ROOT, capture_output=True, text=True, check=True)
@@ -42,11 +36,11 @@ def test_readme_main_command_writes_the_video_with_its_audio(tmp_path):
         assert len(container.streams.audio) == 1
     side, _ = read_video(tmp_path / "side_by_side.mp4")
     assert side.shape == (frames, 64, 192, 3)
-    np.testing.assert_allclose(side[0, :, 64:128].astype(float), video[0].astype(float), atol=12)  # the middle
+    # the middle panel is the generated video (each mp4 is H.264-coded on its own: compared on average)
+    assert np.abs(side[:, :, 64:128].astype(float) - video.astype(float)).mean() < 8
     assert (tmp_path / "strip.png").is_file()
 
 
-@needs_demo_model
 def test_demo_workflow_runs_the_shipped_model_as_installed(host):
     """The pack registers the demo folders and copies the demo inputs: the workflow runs unchanged."""
     from comfy_host.workflow import execute_prompt, ui_to_api
@@ -88,3 +82,4 @@ def test_shipped_whisper_is_tiny_en_from_faster_whisper():
     theirs = np.array(model.encode(ctranslate2.StorageView.from_array(mel.numpy()), to_cpu=True))[0]
     assert np.abs(ours - theirs).max() < 1e-4
     assert json.loads((WHISPER / "config.json").read_text())["architectures"] == ["WhisperEncoder"]
+

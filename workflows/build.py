@@ -31,7 +31,7 @@ from comfy_host.workflow import NodeSpec, is_widget, ui_to_api, widgets_values  
 # The shipped demo (ditalker_core/demo): files in the folders the pack registers, inputs copied to input/.
 DEMO_CHECKPOINT = TRANSFORMER.name
 DEMO_VAE, DEMO_WHISPER, DEMO_T5, DEMO_CLIP = VAE_DIR.name, WHISPER_DIR.name, T5_DIR.name, CLIP_DIR.name
-DEMO_INPUTS = "ditalker_demo"
+DEMO_INPUTS = "ditalker_demo_"
 DEMO_TRANSCRIPT = (INPUTS / "speech.txt").read_text().strip() if (INPUTS / "speech.txt").is_file() else ""
 
 # The released files, named as README's model table says to store them.
@@ -240,7 +240,7 @@ def long_audio(graph: Graph) -> None:
 DEMO_NOTE = """## DiTalker demo (runs as installed)
 The demo model that ships with the pack: a small DiTalker trained on synthetic talking faces (64 px), with its
 VAE, Whisper tiny.en and seeded stand-ins of T5 and CLIP. Its folders are registered with ComfyUI and its inputs
-copied to `input/ditalker_demo/` when the pack loads, so nothing needs downloading.
+copied to `input/ditalker_demo_*` when the pack loads, so nothing needs downloading.
 
 It animates the bundled portrait with the bundled speech; the style clip's 3DMM coefficients set the speaking
 manner and its DWPose drawing the head motion (a nod); DiTalker Emotion sets the expression. Swap the speech for
@@ -251,9 +251,9 @@ need the real DiTalker weights (the other templates).
 
 def demo(graph: Graph) -> None:
     n = {}
-    n["image"] = graph.add("LoadImage", (0, 0), image=f"{DEMO_INPUTS}/portrait.png")
-    n["audio"] = graph.add("LoadAudio", (0, 420), audio=f"{DEMO_INPUTS}/speech.wav")
-    pose_video = graph.add("LoadVideo", (0, 640), title="Load Style Pose (DWPose)", file=f"{DEMO_INPUTS}/style_pose.mp4")
+    n["image"] = graph.add("LoadImage", (0, 0), image=f"{DEMO_INPUTS}portrait.png")
+    n["audio"] = graph.add("LoadAudio", (0, 420), audio=f"{DEMO_INPUTS}speech.wav")
+    pose_video = graph.add("LoadVideo", (0, 640), title="Load Style Pose (DWPose)", file=f"{DEMO_INPUTS}style_pose.mp4")
     parts = graph.add("GetVideoComponents", (0, 900), video=(pose_video, "VIDEO"))
     n["model"] = graph.add("DiTalkerModelLoader", (380, 0), checkpoint=DEMO_CHECKPOINT, config="demo", dtype="fp32")
     n["vae"] = graph.add("DiTalkerVAELoader", (380, 180), vae=DEMO_VAE, dtype="fp32", tiling=False)
@@ -265,7 +265,7 @@ def demo(graph: Graph) -> None:
                               transcript=DEMO_TRANSCRIPT, language="en")
     n["emotion"] = graph.add("DiTalkerEmotion", (760, 300), emotion="happy", t5=DEMO_T5)
     style = graph.add("DiTalkerStyleEncode", (760, 620), style_length=64,
-                      coefficients_file=f"{DEMO_INPUTS}/style_coefficients.npy")
+                      coefficients_file=f"{DEMO_INPUTS}style_coefficients.npy")
     pose = graph.add("DiTalkerPose", (760, 820), reference=(n["reference"], "reference"),
                      audio_features=(n["features"], "audio_features"), pose_images=(parts, "images"))
     guidance = DEMO_OPTIONS.guidance

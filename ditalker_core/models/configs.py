@@ -102,6 +102,8 @@ VAE_CONFIGS: dict[str, dict[str, Any]] = {
     "full": {},
     "tiny": {"ch": 8, "norm_num_groups": 4, "use_tiling": False},
     "demo": {"ch": 16, "layers_per_block": 1, "norm_num_groups": 8, "latent_channels": 16, "use_tiling": False},
+    # the demo VAE's first stage: trained at 4 channels, then widened into ``demo`` (training.train_vae --init)
+    "demo_narrow": {"ch": 16, "layers_per_block": 1, "norm_num_groups": 8, "use_tiling": False},
 }
 
 
