@@ -25,15 +25,22 @@ for stage in $stages; do
     helpers)
       $PY -m training.tiny "$OUT/demo_helpers" ;;
     dit)
-      # T5 and CLIP: the shipped stand-ins (the same seeded files python -m training.tiny writes)
-      $PY training/train.py --config training/configs/demo.yaml data.metadata="$DATA/metadata.json" \
-        output_dir="$OUT/ditalker_demo" models.vae="$OUT/demo_vae" models.dinov2="$OUT/demo_helpers/dinov2" \
-        models.text_encoder=ditalker_core/demo/models/text_encoders/ditalker_demo_t5 \
-        models.image_encoder=ditalker_core/demo/models/clip_vision/ditalker_demo_clip ;;
+      # What the shipped model went through: 2,600 steps with log-normal timesteps (too few high-noise steps: it
+      # could not start a sample from noise, and its scale adapter had closed the audio and style gates), then
+      # uniform timesteps from those weights with a fresh scale adapter. From nothing, the second run alone
+      # (model.init=null, model.reinit=[]) is the recipe. T5 and CLIP: the shipped stand-ins (training.tiny's).
+      common=(--config training/configs/demo.yaml data.metadata="$DATA/metadata.json" models.vae="$OUT/demo_vae"
+        models.dinov2="$OUT/demo_helpers/dinov2" models.text_encoder=ditalker_core/demo/models/text_encoders/ditalker_demo_t5
+        models.image_encoder=ditalker_core/demo/models/clip_vision/ditalker_demo_clip)
+      $PY training/train.py "${common[@]}" output_dir="$OUT/ditalker_demo" diffusion.timestep_sampling=lognorm \
+        train.max_steps=2600
+      $PY training/train.py "${common[@]}" output_dir="$OUT/ditalker_demo_uniform" \
+        model.init="$OUT/ditalker_demo/transformer_ema.safetensors" 'model.reinit=[scale_adapter]' \
+        train.max_steps=${DIT_STEPS:-6000} ;;
     probes)
       $PY bench/talking/probes.py --out bench/talking/probes.safetensors ;;
     assets)
-      $PY -m training.demo_assets --transformer "$OUT/ditalker_demo/transformer_ema.safetensors" \
+      $PY -m training.demo_assets --transformer "$OUT/ditalker_demo_uniform/transformer_ema.safetensors" \
         --vae "$OUT/demo_vae" --helpers "$OUT/demo_helpers" ;;
     bench)
       $PY bench/adherence.py --out "$OUT/adherence" | tee "$OUT/adherence.json" ;;

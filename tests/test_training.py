@@ -315,3 +315,26 @@ def test_lip_term_enters_the_total_with_its_weight(data, helpers, tmp_path):
     (line,) = metrics(out)
     assert line["lip"] > 0
     assert line["loss"] == pytest.approx(line["rec"] + 10 * line["eye"] + 7 * line["lip"] + line["vb"], rel=1e-5)
+
+
+def test_reinit_returns_only_the_named_module_to_its_fresh_initialisation(base_model):
+    from ditalker_core.errors import InputError
+    from training.checkpointing import build_model
+    from training.config import load_config
+
+    def config(reinit: str) -> dict:
+        return load_config(None, ["model.config=tiny", f"model.overrides={json.dumps(SMALL)}",
+                                  f"model.init={base_model}", f"model.reinit={reinit}"])
+
+    torch.manual_seed(1)
+    model = build_model(config("[scale_adapter]"))
+    base = weights_by_group(base_model)
+    assert base["scale_adapter"]["scale_adapter.audio_head.2.weight"].abs().min() > 0  # the gates were trained
+    for head in ("audio_head", "style_head"):  # fresh heads: zero weight, unit bias (every gate at tanh(1))
+        assert model.scale_adapter.get_submodule(head)[2].weight.abs().max() == 0
+        assert model.scale_adapter.get_submodule(head)[2].bias.tolist() == [1.0]
+    state = model.state_dict()
+    kept = {k: v for group, keys in base.items() if group != "scale_adapter" for k, v in keys.items()}
+    assert kept and all(torch.equal(state[k], v) for k, v in kept.items())
+    with pytest.raises(InputError, match=r"model.reinit has unknown modules \['scale'\]"):
+        build_model(config("[scale]"))

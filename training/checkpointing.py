@@ -42,12 +42,19 @@ def model_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_model(config: dict[str, Any]) -> DiTalkerTransformer3DModel:
-    """The transformer from ``model.init`` (fresh if None) with ``model.init_modules`` loaded on top."""
+    """The transformer from ``model.init`` (fresh if None) with ``model.init_modules`` loaded on top, then the
+    ``model.reinit`` modules back at their fresh initialisation (e.g. a scale adapter whose gates closed)."""
     kwargs = model_config(config)
     init = config["model"]["init"]
     model = load_transformer(init, config=kwargs) if init else DiTalkerTransformer3DModel(**kwargs)
     for path in config["model"]["init_modules"] or []:
         load_modules(model, path)
+    reinit = set(config["model"]["reinit"] or [])
+    if reinit - set(GROUPS):
+        raise InputError(f"model.reinit has unknown modules {sorted(reinit - set(GROUPS))}; choose from {list(GROUPS)}")
+    if reinit:
+        fresh = DiTalkerTransformer3DModel(**kwargs).state_dict()
+        model.load_state_dict({k: v for k, v in fresh.items() if module_group(k) in reinit}, strict=False)
     return model
 
 

@@ -22,6 +22,7 @@ DEFAULTS: dict[str, Any] = {
         "overrides": {},
         "init": None,  # EasyAnimateV3 transformer file or a previous phase's checkpoint; None = fresh weights
         "init_modules": [],  # partial files (trained modules of an earlier phase) loaded on top of ``init``
+        "reinit": [],  # modules set back to their fresh initialisation after loading (names as in ``trainable``)
         "trainable": ["backbone"],
         "gradient_checkpointing": True,
     },
