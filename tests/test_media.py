@@ -104,3 +104,10 @@ def test_write_video_muxes_stereo_audio_dict(tmp_path):
 def test_write_video_rejects_float_frames(tmp_path):
     with pytest.raises(InputError, match="uint8"):
         write_video(tmp_path / "x.mp4", np.zeros((2, 8, 8, 3), np.float32), 25)
+
+
+def test_stereo_downmix_is_the_mean_of_different_channels():
+    rate = 16000
+    left, right = tone(rate, 0.5, 440), tone(rate, 0.5, 1000) * 0.25
+    audio, _ = load_audio(np.stack([left, right]), sample_rate=rate)
+    np.testing.assert_allclose(audio, (left + right) / 2, atol=1e-7)

@@ -222,3 +222,14 @@ def test_truncated_and_absent_files_fail_clearly(tmp_path) -> None:
         load_transformer(path)
     with pytest.raises(MissingModelError, match="nowhere.safetensors"):
         load_transformer(tmp_path / "nowhere.safetensors")
+
+
+@pytest.mark.parametrize("wrapper", ["state_dict", "module", "model"])
+def test_wrapped_torch_checkpoints_are_unwrapped(tmp_path, wrapper: str) -> None:
+    from ditalker_core.checkpoints import read_state_dict
+
+    weights = {"proj_out.weight": torch.arange(6.0).view(2, 3)}
+    torch.save({wrapper: weights, "epoch": 3}, tmp_path / "wrapped.pth")
+    state, metadata = read_state_dict(tmp_path / "wrapped.pth")
+    assert list(state) == ["proj_out.weight"] and torch.equal(state["proj_out.weight"], weights["proj_out.weight"])
+    assert metadata == {}

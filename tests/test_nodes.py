@@ -268,3 +268,20 @@ def test_cancel_stops_the_sampler_between_steps(host, base):
     assert not host.model_management.processing_interrupted()
     video, _, _ = sample_and_decode(host, base)  # the next run is not affected
     assert video.shape[0] == base["frames"]
+
+
+def test_sampler_inputs_reach_their_own_options(host, base, monkeypatch):
+    seen = []
+
+    def capture(self, conditions, options, progress=None):
+        seen.append(options)
+        raise RuntimeError("captured")
+
+    monkeypatch.setattr(host.pack.ditalker_core.pipeline.DiTalkerPipeline, "sample", capture)
+    with pytest.raises(RuntimeError, match="captured"):
+        sample_and_decode(host, base, audio_guidance=2.0, style_guidance=4.5, emotion_guidance=6.0, steps=3, seed=7,
+                          scheduler="ddim", overlap=16, denoise=0.75, clip_apply_ratio=0.25)
+    (options,) = seen
+    assert (options.guidance.audio, options.guidance.style, options.guidance.emotion) == (2.0, 4.5, 6.0)
+    assert (options.steps, options.seed, options.scheduler, options.overlap, options.denoise,
+            options.clip_apply_ratio) == (3, 7, "ddim", 16, 0.75, 0.25)

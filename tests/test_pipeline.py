@@ -166,3 +166,38 @@ def test_sixty_seconds_of_audio_exact_frames_and_no_seams(pipe: DiTalkerPipeline
     same_phase[borders] = False
     ratio = diffs[borders].mean() / diffs[same_phase].mean()
     assert 0.8 < ratio < 1.2, ratio
+
+
+def test_guidance_combination_equals_the_hand_computed_value() -> None:
+    # Branch predictions e0, e_a, e_as, e_ase as constants: the combination is arithmetic on four numbers.
+    predictions = torch.tensor([1.0, 3.0, 4.0, 9.0]).view(4, 1, 1)
+    guided = Guidance(audio=2.0, style=5.0, emotion=0.5).combine(predictions)
+    assert guided.item() == 1.0 + 2.0 * (3 - 1) + 5.0 * (4 - 3) + 0.5 * (9 - 4)  # 12.5
+    assert Guidance(audio=2.0, style=0.5, emotion=5.0).combine(predictions).item() == 1 + 4 + 0.5 + 25  # 30.5
+    single = Guidance.single(3.0)
+    assert single.branches() == [frozenset(), frozenset({"audio", "style", "emotion"})]
+    assert single.combine(torch.tensor([1.0, 9.0]).view(2, 1, 1)).item() == 1.0 + 3.0 * 8.0
+    assert Guidance.single(1.0).combine(torch.tensor([7.0]).view(1, 1, 1)).item() == 7.0
+
+
+def test_later_windows_pin_the_overlap_to_the_previous_windows_latents(pipe: DiTalkerPipeline) -> None:
+    cond = conditions(pipe, 40, seed=5)
+    options = SamplingOptions(steps=3, guidance=Guidance(2.0, 3.0, 4.0))
+    sampled = pipe.sample(cond, options)
+    # 32-frame windows, 8 shared frames: the second window starts at 24 and runs 16 frames past the end.
+    assert sampled.windows == [Window(0, 32, 0), Window(24, 56, 8)]
+    first, second = sampled.latents
+    assert torch.equal(second[:, :, :2], first[:, :, -2:])  # 8 frames = 2 latents, exactly the previous ones
+    assert not torch.equal(second[:, :, 2:4], first[:, :, -2:])
+    assert pipe(cond, options).shape == (40, SIZE, SIZE, 3)
+
+
+def test_phoneme_windows_at_a_window_border_see_the_previous_frames(pipe: DiTalkerPipeline) -> None:
+    cond = conditions(pipe, 40, seed=6)
+    half = pipe.transformer.config.phoneme_window // 2
+    ids = cond.phoneme_ids
+    inputs = pipe._branch_inputs(cond, Window(24, 56, 8), SamplingOptions(guidance=Guidance.single(1.0)), True)
+    rows = inputs["phoneme_win"][0]  # the branch that sees the style group
+    assert rows[0].tolist() == ids[24 - half: 24 + half + 1].tolist()  # frame 24's window reaches back to 24 - half
+    assert rows[15, : half + 1].tolist() == ids[39 - half: 40].tolist()
+    assert rows[15, half + 1:].eq(74).all()  # past the audio's end: the pad id

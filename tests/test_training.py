@@ -338,3 +338,15 @@ def test_reinit_returns_only_the_named_module_to_its_fresh_initialisation(base_m
     assert kept and all(torch.equal(state[k], v) for k, v in kept.items())
     with pytest.raises(InputError, match=r"model.reinit has unknown modules \['scale'\]"):
         build_model(config("[scale]"))
+
+
+def test_eye_term_is_the_error_inside_the_eye_mask_by_hand():
+    from training.losses import reconstruction_losses
+
+    noise = torch.zeros(1, 2, 1, 2, 2)
+    eps_hat = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).expand(1, 2, 1, 2, 2)  # squared errors 1, 4, 9, 16 per channel
+    eye = torch.zeros(1, 16, 16)
+    eye[:, :8, 8:] = 1  # the top-right latent cell only
+    rec, eye_term = reconstruction_losses(eps_hat, noise, eye)
+    assert float(rec) == pytest.approx((1 + 4 + 9 + 16) / 4)
+    assert float(eye_term) == pytest.approx(8 / 8)  # error 4 at the masked cell of both channels, over 8 elements
