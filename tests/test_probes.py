@@ -68,3 +68,16 @@ def test_metrics_on_known_signals():
         axis=(1, 2, 3))[2] / np.delete(np.diff(frames.astype(float), axis=0).mean(axis=(1, 2, 3)), 2).mean()))
     assert metrics.manner(2 * signal.clip(0), signal.clip(0)) == pytest.approx(2.0)
     assert metrics.confusion([0, 1, 1], [0, 1, 2], 3).tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 0]]
+
+
+def test_reconstruction_ceiling_returns_every_frame_through_the_vae(readings):
+    from bench.adherence import reconstruct
+    from ditalker_core.checkpoints import load_vae
+    from ditalker_core.demo import VAE
+
+    rendered = readings[0][0]
+    assert len(rendered.frames) % 8  # not whole encoder slices: the padding is exercised
+    out = reconstruct(load_vae(VAE), rendered.frames)
+    assert out.shape == rendered.frames.shape and out.dtype == np.uint8
+    error = ((out.astype(np.float64) - rendered.frames) ** 2).mean()
+    assert 10 * np.log10(255**2 / error) > 18  # the demo VAE: 21 dB on these frames
