@@ -201,3 +201,18 @@ def test_phoneme_windows_at_a_window_border_see_the_previous_frames(pipe: DiTalk
     assert rows[0].tolist() == ids[24 - half: 24 + half + 1].tolist()  # frame 24's window reaches back to 24 - half
     assert rows[15, : half + 1].tolist() == ids[39 - half: 40].tolist()
     assert rows[15, half + 1:].eq(74).all()  # past the audio's end: the pad id
+
+
+@pytest.mark.parametrize("ratio, seen", [(0.5, [False, False, True, True]), (0.25, [False, False, False, True]),
+                                         (1.0, [True] * 4), (0.0, [False] * 4)])
+def test_clip_reference_reaches_only_the_last_share_of_steps(pipe: DiTalkerPipeline, ratio: float,
+                                                              seen: list[bool]) -> None:
+    calls = []
+    hook = pipe.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(bool(kwargs["clip_encoder_hidden_states"][-1].any())),
+        with_kwargs=True)
+    try:
+        pipe(conditions(pipe, 16), SamplingOptions(steps=4, guidance=Guidance.single(1.0), clip_apply_ratio=ratio))
+    finally:
+        hook.remove()
+    assert calls == seen

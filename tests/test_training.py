@@ -350,3 +350,41 @@ def test_eye_term_is_the_error_inside_the_eye_mask_by_hand():
     rec, eye_term = reconstruction_losses(eps_hat, noise, eye)
     assert float(rec) == pytest.approx((1 + 4 + 9 + 16) / 4)
     assert float(eye_term) == pytest.approx(8 / 8)  # error 4 at the masked cell of both channels, over 8 elements
+
+
+def test_condition_dropout_matches_each_probability_independently():
+    from training.conditioning import CONDITIONS, keep_masks
+
+    drop = {"audio": 0.1, "phoneme": 0.3, "style": 0.5, "text": 0.2}
+    keep = keep_masks(20000, drop, torch.Generator().manual_seed(0))
+    for name in CONDITIONS:
+        assert float((~keep[name]).float().mean()) == pytest.approx(drop.get(name, 0.0), abs=0.012), name
+    both = float((~keep["audio"] & ~keep["style"]).float().mean())
+    assert both == pytest.approx(0.1 * 0.5, abs=0.008)  # independent draws, not one shared coin
+
+
+def test_identity_loss_is_minus_the_cosine():
+    from training.losses import identity_loss
+
+    target = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])
+    assert float(identity_loss(target * 3, target)) == pytest.approx(-1.0)
+    assert float(identity_loss(-target, target)) == pytest.approx(1.0)
+    assert float(identity_loss(torch.tensor([[[0.0, 1.0], [1.0, 1.0]]]), target)) == pytest.approx(
+        -(0.0 + 2 ** -0.5) / 2)
+
+
+def test_variance_term_by_hand():
+    """KL between Gaussians with the true mean: 0 at the posterior variance, the closed form at beta_t."""
+    from training.losses import GaussianDiffusion
+
+    diffusion = GaussianDiffusion()
+    t = torch.tensor([10])
+    x0, noise = torch.full((1, 1, 1, 1, 1), 0.3), torch.full((1, 1, 1, 1, 1), -0.7)
+    x_t = diffusion.q_sample(x0, t, noise)
+    betas = np.linspace(1e-4, 2e-2, 1000)
+    ac = np.cumprod(1 - betas)
+    posterior = betas[10] * (1 - ac[9]) / (1 - ac[10])
+    assert float(diffusion.vb_terms(x0, x_t, t, noise, -torch.ones_like(x0))) == pytest.approx(0.0, abs=1e-6)
+    ratio = posterior / betas[10]
+    expected = 0.5 * (-1 + np.log(betas[10] / posterior) + ratio) / np.log(2)
+    assert float(diffusion.vb_terms(x0, x_t, t, noise, torch.ones_like(x0))) == pytest.approx(expected, rel=1e-4)

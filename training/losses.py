@@ -2,7 +2,8 @@
 
 Diffusion (official ``SpacedDiffusion`` as the trainer builds it): 1000 steps of linear betas 1e-4 .. 2e-2, the
 model predicts the noise and a learned-range variance (8 output channels = eps | v). Timesteps are drawn
-log-normally (``t = sigmoid(u) * 1000``, u ~ N(0, 1)) as the official trainer does.
+log-normally (``t = sigmoid(u) * 1000``, u ~ N(0, 1)) as the official trainer does, or uniformly
+(``diffusion.timestep_sampling``: a model trained from nothing needs the high-noise steps log-normal rarely draws).
 
 Losses (each weight in the config; 0 switches a term off):
 
