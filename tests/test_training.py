@@ -388,3 +388,38 @@ def test_variance_term_by_hand():
     ratio = posterior / betas[10]
     expected = 0.5 * (-1 + np.log(betas[10] / posterior) + ratio) / np.log(2)
     assert float(diffusion.vb_terms(x0, x_t, t, noise, torch.ones_like(x0))) == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_dataset_window_holds_exactly_its_frames_audio_phonemes_and_pose(tmp_path):
+    """Every stream of a clip is stamped with its frame index; a window starting at frame s must hold frames
+    s .. s + F - 1 of each, and its first frame (the training reference) is video frame s."""
+    from training.dataset import ClipDataset, read_metadata
+
+    frames, count = 40, 8
+    level = lambda i: 20 + 5 * i  # noqa: E731  (a flat grey per frame, distinct after H.264)
+    for folder in ("videos_25", "videos_25_dwpose", "whisper_audio_emb", "phoneme", "3dmm"):
+        (tmp_path / folder).mkdir()
+    video = np.stack([np.full((64, 64, 3), level(i), np.uint8) for i in range(frames)])
+    write_video(tmp_path / "videos_25" / "c.mp4", video, 25, crf=0)
+    write_video(tmp_path / "videos_25_dwpose" / "c.mp4", video[:, :, ::-1].copy(), 25, crf=0)
+    torch.save(torch.arange(frames, dtype=torch.float16).view(-1, 1, 1).expand(frames, 50, 8).contiguous(),
+               tmp_path / "whisper_audio_emb" / "c.pt")
+    (tmp_path / "phoneme" / "c.json").write_text(json.dumps([i % 70 for i in range(frames)]))
+    np.save(tmp_path / "3dmm" / "c.npy", np.zeros((frames, 64), np.float32))
+    (tmp_path / "metadata.json").write_text(json.dumps([{
+        "file_path": "videos_25/c.mp4", "text": "", "type": "video", "audio_emb_path": "whisper_audio_emb/c.pt",
+        "phoneme_dir": "phoneme/c.json", "3dmm_dir": "3dmm/c.npy", "pose_video_path": "videos_25_dwpose/c.mp4",
+        "num_frames": frames}]))
+    dataset = ClipDataset(read_metadata(tmp_path / "metadata.json"), count, 64, seed=0, style_max_len=16,
+                          style_start=0)
+    starts = set()
+    for draw in range(6):
+        sample = dataset[(0, draw)]
+        start, expected = sample["start"], np.arange(sample["start"], sample["start"] + count)
+        starts.add(start)
+        assert sample["audio"][:, 0, 0].tolist() == expected.tolist()
+        assert sample["phoneme_win"][:, 5].tolist() == (expected % 70).tolist()  # the window's centre column
+        grey = sample["pixel_values"].float().mean(dim=(1, 2, 3)).numpy()
+        np.testing.assert_allclose(grey, level(expected), atol=1.5)
+        np.testing.assert_allclose(sample["pose"].float().mean(dim=(1, 2, 3)).numpy(), level(expected), atol=1.5)
+    assert len(starts) > 1  # random windows were drawn
