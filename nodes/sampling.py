@@ -155,8 +155,9 @@ class DiTalkerDecode(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="DiTalkerDecode", display_name="DiTalker Decode", category="DiTalker",
-            description="Decodes the sampled windows (one at a time, cross-faded) into frames, and returns the "
-                        "driving audio trimmed to the video, ready for CreateVideo.",
+            description="Decodes the windows' stitched latents as one sequence, chunk by chunk (memory does not "
+                        "grow with the length), and returns the driving audio trimmed to the video, ready for "
+                        "CreateVideo.",
             inputs=[VAE.Input("vae", tooltip="The VAE the sampler used."),
                     LATENTS.Input("latents", tooltip="From DiTalker Sampler.")],
             outputs=[io.Image.Output(display_name="frames"), io.Audio.Output(display_name="audio"),
