@@ -8,12 +8,14 @@ from typing import Any, Optional
 
 import comfy.model_management as mm
 import comfy.utils
+import latent_preview
 import torch
 from comfy_api.latest import io
 
 from ..ditalker_core.errors import InputError
 from ..ditalker_core.pipeline import (Conditions, DiTalkerPipeline, Guidance, SampledVideo, SamplingOptions,
                                       decode_video, estimate_run)
+from ..ditalker_core.pipeline.preview import LatentRGB, fit_latent_rgb, frame_strip
 from ..ditalker_core.pipeline.scheduling import SCHEDULERS
 from .loaders import ManagedModel
 from .sockets import (AUDIO_FEATURES, EMOTION, LATENTS, MODEL, PHONEMES, POSE, REFERENCE, STYLE, VAE,
@@ -24,6 +26,51 @@ log = logging.getLogger("ditalker")
 
 def _pipeline(model: ManagedModel, vae: ManagedModel) -> DiTalkerPipeline:
     return DiTalkerPipeline(model.get(), vae.get())
+
+
+class DiTalkerLatentFormat:
+    """What ``latent_preview.get_previewer`` reads from a latent format. The Latent2RGB map is fitted to this VAE
+    on the reference (``ditalker_core.pipeline.preview``) when the previewer first asks for it, so a run with
+    previews off never pays for the fit; there is no TAESD for MagViT latents."""
+
+    taesd_decoder_name = None
+
+    def __init__(self, vae: torch.nn.Module, reference: torch.Tensor):
+        self.vae, self.reference, self._fit = vae, reference, None
+        self.latent_channels = vae.config.latent_channels
+
+    @property
+    def fit(self) -> LatentRGB:
+        if self._fit is None:
+            self._fit = fit_latent_rgb(self.vae, self.reference[None])
+        return self._fit
+
+    @property
+    def latent_rgb_factors(self) -> list[list[float]]:
+        return self.fit.factors.tolist()
+
+    @property
+    def latent_rgb_factors_bias(self) -> list[float]:
+        return self.fit.bias.tolist()
+
+
+class LivePreview:
+    """Per step, ComfyUI's previewer (the user's preview method) on a strip of the current window's denoised
+    estimate, sent with the progress: the pipeline calls ``estimate`` then ``progress`` every step."""
+
+    def __init__(self, vae: torch.nn.Module, reference: torch.Tensor, total: int):
+        self.bar = comfy.utils.ProgressBar(total)
+        self.previewer = latent_preview.get_previewer(mm.get_torch_device(), DiTalkerLatentFormat(vae, reference))
+        self.latest: Optional[torch.Tensor] = None
+
+    def estimate(self, x0: torch.Tensor) -> None:
+        self.latest = x0
+
+    def progress(self, done: int, total: int) -> None:
+        image = None
+        if self.previewer is not None and self.latest is not None:
+            image = self.previewer.decode_latent_to_preview_image("JPEG", frame_strip(self.latest))
+        self.bar.update_absolute(done, total, image)
 
 
 def _conditions(reference: ReferenceCondition, audio: AudioCondition, phonemes: Optional[torch.Tensor],
@@ -128,8 +175,9 @@ class DiTalkerSampler(io.ComfyNode):
         pipeline = _pipeline(model, vae)
         conditions = _conditions(reference, audio_features, phonemes, style, emotion, pose)
         options = _options(**sampling)
-        bar = comfy.utils.ProgressBar(pipeline.total_steps(conditions.num_frames, options))
-        video = pipeline.sample(conditions, options, lambda done, total: bar.update_absolute(done, total))
+        live = LivePreview(pipeline.vae, reference.image, pipeline.total_steps(conditions.num_frames, options))
+        video = pipeline.sample(conditions, options, live.progress,
+                                live.estimate if live.previewer is not None else None)
         return io.NodeOutput(LatentVideo(video, audio_features))
 
 

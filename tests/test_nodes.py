@@ -273,7 +273,7 @@ def test_cancel_stops_the_sampler_between_steps(host, base):
 def test_sampler_inputs_reach_their_own_options(host, base, monkeypatch):
     seen = []
 
-    def capture(self, conditions, options, progress=None):
+    def capture(self, conditions, options, *callbacks):
         seen.append(options)
         raise RuntimeError("captured")
 
@@ -285,3 +285,25 @@ def test_sampler_inputs_reach_their_own_options(host, base, monkeypatch):
     assert (options.guidance.audio, options.guidance.style, options.guidance.emotion) == (2.0, 4.5, 6.0)
     assert (options.steps, options.seed, options.scheduler, options.overlap, options.denoise,
             options.clip_apply_ratio) == (3, 7, "ddim", 16, 0.75, 0.25)
+
+
+@pytest.mark.parametrize("method", ["Auto", "NoPreviews"])
+def test_sampler_sends_a_frame_strip_preview_every_step_when_previews_are_on(host, base, monkeypatch, method):
+    import importlib
+
+    cli_args = importlib.import_module("comfy.cli_args")
+    monkeypatch.setattr(cli_args.args, "preview_method", getattr(cli_args.LatentPreviewMethod, method))
+    host.progress.clear()
+    host.previews.clear()
+    (latents,) = run(host, "DiTalkerSampler", **{k: base[k] for k in ("model", "vae", "reference", "audio_features")},
+                     **{**SAMPLING, "steps": 3})
+    steps = len(latents.video.windows) * 3
+    assert host.progress == [(done, steps) for done in range(1, steps + 1)]
+    if method == "NoPreviews":
+        assert host.previews == []
+        return
+    assert len(host.previews) == steps
+    kind, image, size = host.previews[-1]
+    latent_frames = latents.video.latents[-1].shape[2]
+    # Up to 4 latent frames of the current window side by side, each on the 32 px reference's 4 x 4 latent grid.
+    assert (kind, size, image.size) == ("JPEG", 512, (4 * min(4, latent_frames), 4))

@@ -216,3 +216,27 @@ def test_clip_reference_reaches_only_the_last_share_of_steps(pipe: DiTalkerPipel
     finally:
         hook.remove()
     assert calls == seen
+
+
+@pytest.mark.parametrize("scheduler", ["dpm++", "ddim", "euler"])
+def test_denoised_estimate_recovers_the_clean_latent(scheduler: str) -> None:
+    from ditalker_core.pipeline.scheduling import denoised_estimate, make_scheduler
+
+    sched = make_scheduler(scheduler)
+    sched.set_timesteps(10)
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(1, 4, 2, 3, 3, generator=g), torch.randn(1, 4, 2, 3, 3, generator=g)
+    t = sched.timesteps[3]
+    noisy = sched.add_noise(x0, eps, t.reshape(1))  # the scheduler's own sample at t (Euler: x0 + sigma eps)
+    estimate = denoised_estimate(sched, sched.scale_model_input(noisy, t), eps, t)
+    torch.testing.assert_close(estimate, x0, rtol=0, atol=1e-4)
+
+
+def test_preview_receives_every_steps_estimate_before_its_progress(pipe: DiTalkerPipeline) -> None:
+    events = []
+    cond = conditions(pipe, 40, seed=8)
+    options = SamplingOptions(steps=3, guidance=Guidance(2.0, 3.0, 4.0))
+    pipe.sample(cond, options, progress=lambda done, total: events.append(("progress", done)),
+                preview=lambda x0: events.append(("preview", tuple(x0.shape))))
+    latent = (1, pipe.vae.config.latent_channels, 8, SIZE // 8, SIZE // 8)
+    assert events == [e for done in range(1, 7) for e in (("preview", latent), ("progress", done))]

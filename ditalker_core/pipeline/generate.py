@@ -1,8 +1,9 @@
 """The DiTalker sampling pipeline: any audio length, multi-condition guidance, streamed output.
 
 ``DiTalkerPipeline.stream`` yields the video in order, window by window, so peak memory does not grow with the
-audio length; ``__call__`` collects it. Every denoising step calls ``progress(done, total)``; an exception raised
-there (e.g. a user cancel) stops the run between steps.
+audio length; ``__call__`` collects it. Every denoising step calls ``preview(x0)`` (if given: the current window's
+denoised estimate) and then ``progress(done, total)``; an exception raised there (e.g. a user cancel) stops the
+run between steps.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from ..extract.phonemes import phoneme_windows
 from ..models.transformer import DiTalkerTransformer3DModel
 from .conditioning import inpaint_latents, slice_frames
 from .guidance import Guidance
-from .scheduling import make_scheduler
+from .scheduling import denoised_estimate, make_scheduler
 from .windows import Window, plan_windows
 
 Progress = Callable[[int, int], None]
+Preview = Callable[[torch.Tensor], None]  # (1, C, f, h, w) scaled latents of the denoised estimate
 PHONEME_PAD = 74  # official window padding id
 
 
@@ -190,7 +192,7 @@ class DiTalkerPipeline:
     @torch.no_grad()
     def _sample_window(self, conditions: Conditions, window: Window,
                        known: Optional[tuple[torch.Tensor, torch.Tensor]], options: SamplingOptions, index: int,
-                       progress: Progress, done: int, total: int) -> torch.Tensor:
+                       progress: Progress, done: int, total: int, preview: Optional[Preview] = None) -> torch.Tensor:
         """Denoise one window; returns its latents (1, C, f, h, w) (scaled).
 
         ``known``: the previous window's decoded frames and latents over this window's first ``window.known``
@@ -224,6 +226,8 @@ class DiTalkerPipeline:
             clip_on = step >= len(timesteps) * (1 - options.clip_apply_ratio)
             model_input = scheduler.scale_model_input(latents, t)
             eps = self._predict(model_input, t.reshape(1), inpaint, inputs[clip_on], options)
+            if preview is not None:
+                preview(denoised_estimate(scheduler, model_input, eps, t))
             latents = scheduler.step(eps, t, latents).prev_sample
             if pinned:
                 following = timesteps[step + 1: step + 2]
@@ -240,7 +244,7 @@ class DiTalkerPipeline:
         return torch.cat(list(decode_latents(self.vae, latents[:, :, -need:])), dim=1)[:, -frames:]
 
     def sample(self, conditions: Conditions, options: SamplingOptions = SamplingOptions(),
-               progress: Progress = lambda done, total: None) -> SampledVideo:
+               progress: Progress = lambda done, total: None, preview: Optional[Preview] = None) -> SampledVideo:
         """Denoise every window; each window after the first starts from the previous one's decoded tail."""
         self._check(conditions, options)
         windows = self.plan(conditions.num_frames, options.overlap)
@@ -252,7 +256,7 @@ class DiTalkerPipeline:
                 previous_latents = latents[-1][:, :, -(window.known // 4):]
                 known = (self._decode_tail(latents[-1], window.known), previous_latents)
             result = self._sample_window(conditions, window, known, options, index, progress, index * steps,
-                                         len(windows) * steps)
+                                         len(windows) * steps, preview)
             latents.append(result.cpu())
         return SampledVideo(latents, windows, conditions.num_frames)
 

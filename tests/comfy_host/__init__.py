@@ -2,7 +2,8 @@
 
 ComfyUI is not on PyPI and CI has no network, so the node and workflow tests run against these modules, which
 mirror ComfyUI v0.3.64's API: ``comfy_api.latest`` (``io``, ``ComfyExtension``), ``comfy.utils.ProgressBar``,
-``comfy.model_management``, ``comfy.model_patcher.ModelPatcher`` and ``folder_paths``, plus the core nodes the
+``comfy.model_management``, ``comfy.model_patcher.ModelPatcher``, ``comfy.cli_args``, ``latent_preview`` and
+``folder_paths``, plus the core nodes the
 shipped workflows use (``core_nodes``) and the workflow formats (``workflow``). The real server is covered by
 tests/test_comfyui_integration.py.
 
@@ -26,7 +27,7 @@ from typing import Callable, Iterator, Optional
 
 HOST_DIR = Path(__file__).resolve().parent
 REPO_ROOT = HOST_DIR.parents[1]
-_HOST_MODULES = ("comfy_api", "comfy", "folder_paths")
+_HOST_MODULES = ("comfy_api", "comfy", "folder_paths", "latent_preview")
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Host:
     folder_paths: ModuleType
     model_management: ModuleType
     progress: list[tuple[int, int]] = field(default_factory=list)  # every (value, total) the server was sent
+    previews: list[object] = field(default_factory=list)  # every preview image sent with the progress
     on_progress: Optional[Callable[[int, int], None]] = None  # e.g. a user clicking Cancel
 
 
@@ -78,6 +80,8 @@ def comfy_host(base: Path, model_folders: dict[str, Path]) -> Iterator[Host]:
             """What main.hijack_progress does: a pending cancel raises here, then the progress is sent."""
             model_management.throw_exception_if_processing_interrupted()
             host.progress.append((value, total))
+            if preview is not None:
+                host.previews.append(preview)
             if host.on_progress is not None:
                 host.on_progress(value, total)
 
