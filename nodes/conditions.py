@@ -45,8 +45,10 @@ class DiTalkerAudioEncode(io.ComfyNode):
                 io.Float.Input("fps", default=25.0, min=1.0, max=120.0, step=1.0,
                                tooltip="Frame rate of the generated video (DiTalker was trained at 25)."),
             ],
-            outputs=[AUDIO_FEATURES.Output(display_name="audio_features"),
-                     io.Int.Output(display_name="frame_count")],
+            outputs=[AUDIO_FEATURES.Output(display_name="audio_features", tooltip="Whisper windows, one per video "
+                                           "frame: for the Sampler, Phonemes and Pose."),
+                     io.Int.Output(display_name="frame_count",
+                                   tooltip="Video frames the audio gives: ceil(duration x fps).")],
         )
 
     @classmethod
@@ -75,7 +77,8 @@ class DiTalkerPhonemes(io.ComfyNode):
                 io.Combo.Input("aligner", options=[NONE] + folders.model_dirs("ditalker_align"), default=NONE,
                                tooltip="Wav2Vec2 CTC folder in models/ditalker/wav2vec2 for word timings."),
             ],
-            outputs=[PHONEMES.Output(display_name="phonemes")],
+            outputs=[PHONEMES.Output(display_name="phonemes",
+                                     tooltip="One phoneme id per video frame, for the Sampler.")],
         )
 
     @classmethod
@@ -105,7 +108,11 @@ class DiTalkerStyleEncode(io.ComfyNode):
                 io.String.Input("coefficients_file", optional=True, default="",
                                 tooltip="Instead of frames: a .mat (coeff), .txt or .npy file in the input folder."),
             ],
-            outputs=[STYLE.Output(display_name="style"), io.Int.Output(display_name="frames_without_face")],
+            outputs=[STYLE.Output(display_name="style",
+                                  tooltip="The speaking-style clip (3DMM expression coefficients), for the Sampler."),
+                     io.Int.Output(display_name="frames_without_face",
+                                   tooltip="Style frames where no face was found (filled from their neighbours); "
+                                           "0 is best.")],
         )
 
     @classmethod
@@ -146,7 +153,8 @@ class DiTalkerEmotion(io.ComfyNode):
                 io.String.Input("custom_prompt", multiline=True, default="", tooltip="Used when emotion is custom."),
                 io.String.Input("negative_prompt", default="", tooltip="The unconditional branch's prompt."),
             ],
-            outputs=[EMOTION.Output(display_name="emotion")],
+            outputs=[EMOTION.Output(display_name="emotion",
+                                    tooltip="The encoded emotion prompt (and negative prompt), for the Sampler.")],
         )
 
     @classmethod
@@ -181,7 +189,12 @@ class DiTalkerReference(io.ComfyNode):
                 io.Int.Input("resolution", default=512, min=16, max=2048, step=16,
                              tooltip="Output size: about resolution^2 pixels with the portrait's aspect ratio."),
             ],
-            outputs=[REFERENCE.Output(display_name="reference"), io.Image.Output(display_name="cropped")],
+            outputs=[REFERENCE.Output(display_name="reference",
+                                      tooltip="The prepared portrait (and its CLIP embedding), for the Sampler, "
+                                              "Pose and Run Estimate."),
+                     io.Image.Output(display_name="cropped",
+                                     tooltip="The portrait as the model sees it (cropped and resized): check the "
+                                             "framing here.")],
         )
 
     @classmethod
@@ -215,7 +228,7 @@ class DiTalkerPose(io.ComfyNode):
                 io.Image.Input("style_frames", optional=True, tooltip="Frames to run DWPose on (needs the ONNX "
                                                                       "files in models/ditalker/dwpose)."),
             ],
-            outputs=[POSE.Output(display_name="pose")],
+            outputs=[POSE.Output(display_name="pose", tooltip="DWPose frames, one per video frame, for the Sampler.")],
         )
 
     @classmethod

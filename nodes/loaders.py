@@ -67,7 +67,8 @@ class DiTalkerModelLoader(io.ComfyNode):
                 io.Boolean.Input("offload", default=True,
                                  tooltip="Let ComfyUI move the model to system RAM between runs."),
             ],
-            outputs=[MODEL.Output(display_name="model")],
+            outputs=[MODEL.Output(display_name="model",
+                                  tooltip="The DiTalker transformer, for the Sampler and Run Estimate.")],
         )
 
     @classmethod
@@ -94,7 +95,8 @@ class DiTalkerVAELoader(io.ComfyNode):
                 io.Boolean.Input("tiling", default=True,
                                  tooltip="Tile frames larger than 384 px (the V3 rule) to bound memory."),
             ],
-            outputs=[VAE.Output(display_name="vae")],
+            outputs=[VAE.Output(display_name="vae",
+                                tooltip="The MagViT VAE, for the Sampler, Decode and Run Estimate.")],
         )
 
     @classmethod

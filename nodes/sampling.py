@@ -163,7 +163,9 @@ class DiTalkerSampler(io.ComfyNode):
                 POSE.Input("pose", optional=True, tooltip="From DiTalker Pose (same reference and audio features): "
                                                           "head pose and motion."),
             ],
-            outputs=[LATENTS.Output(display_name="latents")],
+            outputs=[LATENTS.Output(display_name="latents",
+                                    tooltip="Denoised latents of every window (with the driving audio), for "
+                                            "DiTalker Decode.")],
         )
 
     @classmethod
@@ -208,8 +210,12 @@ class DiTalkerDecode(io.ComfyNode):
                         "CreateVideo.",
             inputs=[VAE.Input("vae", tooltip="The VAE the sampler used."),
                     LATENTS.Input("latents", tooltip="From DiTalker Sampler.")],
-            outputs=[io.Image.Output(display_name="frames"), io.Audio.Output(display_name="audio"),
-                     io.Float.Output(display_name="fps")],
+            outputs=[io.Image.Output(display_name="frames",
+                                     tooltip="The video frames, exactly ceil(audio duration x fps) of them."),
+                     io.Audio.Output(display_name="audio",
+                                     tooltip="The driving audio, cut or padded to the video length: for CreateVideo."),
+                     io.Float.Output(display_name="fps",
+                                     tooltip="Frame rate of the video (from DiTalker Audio Encode): for CreateVideo.")],
         )
 
     @classmethod
@@ -230,7 +236,8 @@ class DiTalkerEstimate(io.ComfyNode):
             description="Measures one guided step and one window decode at the real size and reports the time and "
                         "peak memory the sampler + decode will need (peak memory does not grow with audio length).",
             inputs=[*_model_inputs(), *_sampling_inputs()],
-            outputs=[io.String.Output(display_name="estimate")],
+            outputs=[io.String.Output(display_name="estimate",
+                                      tooltip="Estimated time and peak memory of the sampler + decode of this graph.")],
             is_output_node=True,
         )
 

@@ -72,7 +72,7 @@ def sample_and_decode(host, base: dict, **conditions) -> tuple:
     return run(host, "DiTalkerDecode", vae=base["vae"], latents=latents)
 
 
-def test_node_ids_match_the_schemas_and_every_input_explains_itself(host):
+def test_node_ids_match_the_schemas_and_every_input_and_output_explains_itself(host):
     import asyncio
 
     schemas = [node.GET_SCHEMA() for node in host.nodes.NODES]
@@ -83,6 +83,8 @@ def test_node_ids_match_the_schemas_and_every_input_explains_itself(host):
         assert schema.node_id.startswith("DiTalker") and "DiTalker" in schema.display_name and schema.description
         for spec_input in schema.inputs:
             assert spec_input.tooltip, f"{schema.node_id}.{spec_input.id} has no tooltip"
+        for output in schema.outputs:
+            assert output.tooltip, f"{schema.node_id} output {output.display_name} has no tooltip"
 
 
 def test_the_pack_imports_itself_relatively(host):
