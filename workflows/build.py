@@ -271,7 +271,7 @@ def demo(graph: Graph) -> None:
     guidance = DEMO_OPTIONS.guidance
     sampler = _sampler(graph, n, (1140, 0), style=(style, "style"), pose=(pose, "pose"), steps=DEMO_OPTIONS.steps,
                        audio_guidance=guidance.audio, style_guidance=guidance.style,
-                       emotion_guidance=guidance.emotion, seed=0)
+                       emotion_guidance=guidance.emotion, denoise=DEMO_OPTIONS.denoise, seed=0)
     _output(graph, n, sampler, 1520, "ditalker/demo")
     graph.note((-460, 0), "Read me", DEMO_NOTE)
 

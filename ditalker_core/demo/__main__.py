@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--transformer", default=str(TRANSFORMER), help="DiTalker checkpoint (default: the demo)")
     parser.add_argument("--steps", type=int, default=DEFAULT_OPTIONS.steps)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--denoise", type=float, default=DEFAULT_OPTIONS.denoise,
+                        help="1 = start from pure noise; below 1, from the still portrait noised to that level")
     parser.add_argument("--guidance", type=float, nargs=3, metavar=("AUDIO", "STYLE", "EMOTION"),
                         default=[DEFAULT_OPTIONS.guidance.audio, DEFAULT_OPTIONS.guidance.style,
                                  DEFAULT_OPTIONS.guidance.emotion])
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     models = DemoModels(args.transformer)
     conditions = models.conditions(**inputs)
     options = SamplingOptions(steps=args.steps, scheduler=DEFAULT_OPTIONS.scheduler, seed=args.seed,
-                              guidance=Guidance(*args.guidance))
+                              denoise=args.denoise, guidance=Guidance(*args.guidance))
     total = models.pipeline.total_steps(conditions.num_frames, options)
     with tqdm(total=total, desc="denoising", unit="step") as bar:
         video = models.pipeline.sample(conditions, options, lambda done, _: bar.update(done - bar.n))
