@@ -154,3 +154,15 @@ def test_syncnet_trainer_learns_and_writes_a_loadable_expert(tmp_path):
     first, last = np.mean([m["loss"] for m in lines[:10]]), np.mean([m["loss"] for m in lines[-10:]])
     assert last < first, (first, last)
     assert load_syncnet(out).base_channels == 4
+
+
+def test_sync_loss_is_the_bce_of_the_embeddings_cosine_by_hand():
+    from ditalker_core.models.syncnet import sync_loss
+
+    audio = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    face = torch.tensor([[0.6, 0.8], [0.6, 0.8], [1.0, 0.0]])
+    expert = lambda mel, faces: (audio, face)  # noqa: E731  (unit embeddings, as the expert normalises them)
+    loss = sync_loss(expert, torch.zeros(3), torch.zeros(3))
+    # cosines 0.6, 1.0 and 0.0: -log p, with p kept inside (1e-7, 1 - 1e-7) as Wav2Lip's BCE clamps it
+    torch.testing.assert_close(loss, torch.tensor([-np.log(0.6), -np.log(1 - 1e-7), -np.log(1e-7)]).float(),
+                               rtol=1e-5, atol=1e-6)
