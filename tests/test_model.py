@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 from ditalker_core.checkpoints import load_transformer, save_checkpoint
 from ditalker_core.errors import InputError, MissingModelError
 from ditalker_core.models import DiTalkerTransformer3DModel, get_config, module_group
+from ditalker_core.models.audio_projection import AudioProjection
 
 BACKBONE_ONLY = dict(enable_audio_attention=False, enable_style_attn=False, enable_scale_adapter=False,
                      enable_eca=False, enable_pose_adapter=False, enable_repa=False)
@@ -233,3 +234,42 @@ def test_wrapped_torch_checkpoints_are_unwrapped(tmp_path, wrapper: str) -> None
     state, metadata = read_state_dict(tmp_path / "wrapped.pth")
     assert list(state) == ["proj_out.weight"] and torch.equal(state["proj_out.weight"], weights["proj_out.weight"])
     assert metadata == {}
+
+
+def test_grouped_audio_tokens_hear_only_their_own_frames() -> None:
+    """groups=2 over 8 frames: tokens 0-1 are made from frames 0-3's rows only, tokens 2-3 from frames 4-7's."""
+    torch.manual_seed(0)
+    projection = AudioProjection(frames=8, window=2, feature_dim=3, tokens=4, hidden_dim=5, out_dim=6, groups=2)
+    windows = torch.randn(2, 8, 2, 3)
+    rows = windows.reshape(2, 16, 3)
+    weight, bias = projection.conv1.weight[..., 0], projection.conv1.bias
+    mixed = torch.cat([weight[:2, :8] @ rows[:, :8], weight[2:, 8:] @ rows[:, 8:]], dim=1) + bias[:, None]
+    gelu = torch.nn.functional.gelu
+    expected = projection.fc2(gelu(projection.fc1(gelu(mixed, approximate="tanh")), approximate="tanh"))
+    torch.testing.assert_close(projection(windows), expected, rtol=1e-5, atol=1e-6)
+    assert projection.state_dict().keys() == AudioProjection(8, 2, 3, 4, 5, 6).state_dict().keys()
+    with pytest.raises(ValueError, match=r"groups \(3\) must divide both the frames \(8\) and the tokens \(4\)"):
+        AudioProjection(frames=8, window=2, feature_dim=3, tokens=4, hidden_dim=5, out_dim=6, groups=3)
+
+
+def test_grouped_audio_attention_reads_each_latent_frame_its_own_group() -> None:
+    """A block's ACA with grouped tokens: latent frame f's tokens attend to group f alone (checked by hand)."""
+    model = tiny(audio_token_groups=2)
+    randomize(model)
+    block, dim = model.transformer_blocks[0], model.config.cross_attention_dim
+    hidden, audio = torch.randn(1, 2 * 6, dim), torch.randn(1, 2, 8, dim)
+    with torch.no_grad():
+        heard = block._hear(hidden, audio, num_frames=2)
+        by_hand = [block.audio_attention(hidden[:, 6 * f:6 * (f + 1)], encoder_hidden_states=audio[:, f])
+                   for f in range(2)]
+        changed = block._hear(hidden, torch.cat([audio[:, :1], audio[:, 1:] + 1], dim=1), num_frames=2)
+    torch.testing.assert_close(heard, torch.cat(by_hand, dim=1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(changed[:, :6], heard[:, :6], rtol=0, atol=0)
+    assert (changed[:, 6:] - heard[:, 6:]).abs().max() > 1e-3
+
+
+def test_grouped_audio_needs_one_group_per_latent_frame() -> None:
+    model = tiny(audio_token_groups=2)
+    assert model(**inputs(model, frames=2)).sample.shape == (1, 8, 2, 4, 6)
+    with pytest.raises(InputError, match="the latent has 3 frames but the model's audio tokens come in 2 groups"):
+        model(**inputs(model, frames=3))

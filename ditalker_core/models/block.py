@@ -101,7 +101,7 @@ class DiTalkerBlock(nn.Module):
         if self.audio_attention is not None or self.style_attention is not None:
             fused = hidden_states
             if self.audio_attention is not None:
-                audio = self.audio_attention(hidden_states, encoder_hidden_states=audio_tokens)
+                audio = self._hear(hidden_states, audio_tokens, num_frames)
                 fused = fused + (audio * audio_scale if audio_scale is not None else audio)
             if self.style_attention is not None:
                 style = self.style_attention(hidden_states, encoder_hidden_states=style_tokens)
@@ -115,3 +115,12 @@ class DiTalkerBlock(nn.Module):
 
         norm_hidden = self.norm2(hidden_states) * (1 + scale_mlp) + shift_mlp
         return gate_mlp * self.ff(norm_hidden) + hidden_states
+
+    def _hear(self, hidden_states: torch.Tensor, audio_tokens: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """ACA. Tokens (B, N, C): every video token reads all of them (official). Grouped tokens (B, F, N/F, C):
+        latent frame f reads only group f, the audio heard during its video frames."""
+        if audio_tokens.ndim == 3:
+            return self.audio_attention(hidden_states, encoder_hidden_states=audio_tokens)
+        frames = rearrange(hidden_states, "b (f d) c -> (b f) d c", f=num_frames)
+        heard = self.audio_attention(frames, encoder_hidden_states=rearrange(audio_tokens, "b f n c -> (b f) n c"))
+        return rearrange(heard, "(b f) d c -> b (f d) c", f=num_frames)

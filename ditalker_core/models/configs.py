@@ -64,6 +64,7 @@ DEMO: dict[str, Any] = {
     "audio_frames": 32,
     "audio_tokens": 32,
     "audio_hidden_dim": 256,
+    "audio_token_groups": 8,  # 32 frames -> 8 latent frames: each reads the 4 tokens heard in its 4 frames
     "style_max_len": 64,
     "style_use_pad_mask": True,
     "seem_dim": 64,

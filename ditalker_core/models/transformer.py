@@ -5,7 +5,8 @@ Data path of one forward:
     noisy latent (+ 0.5 * Pose Adapter(DWPose video))  ++  inpaint latents (mask C + masked video C; C = 4 for V3)
       -> per-frame 2x2 patch embedding + 2D sin-cos table -> tokens (B, F*h*w, C)
     timestep -> adaLN-single;  T5 tokens -> caption projection;  CLIP embedding -> 8 tokens
-    Whisper windows -> AudioProjection -> c_a;  3DMM clip + phoneme windows -> SEEM style branch -> c_s
+    Whisper windows -> AudioProjection -> c_a (``audio_token_groups``: one group per latent frame, see there)
+    3DMM clip + phoneme windows -> SEEM style branch -> c_s
     c_emo = [caption tokens | CLIP tokens];  Scale Adapter(c_s, c_a) -> (s_phi, s_alpha) per block
     28 DiTalker blocks with U-ViT long skips (outputs of blocks 0-12 feed blocks 27-15)
       -> adaLN output norm -> linear -> unpatchify -> (B, 2C, F, H, W): noise (C) | learned variance (C)
@@ -129,6 +130,7 @@ class DiTalkerTransformer3DModel(ModelMixin, ConfigMixin):
         audio_feature_dim: int = 384,
         audio_tokens: int = 128,
         audio_hidden_dim: int = 9216,
+        audio_token_groups: Optional[int] = None,
         exp_dim: int = 64,
         style_max_len: int = 256,
         style_use_pad_mask: bool = False,
@@ -189,7 +191,7 @@ class DiTalkerTransformer3DModel(ModelMixin, ConfigMixin):
 
         if enable_audio_attention:
             self.audio_projection = AudioProjection(audio_frames, audio_window, audio_feature_dim, audio_tokens,
-                                                    audio_hidden_dim, cross_attention_dim)
+                                                    audio_hidden_dim, cross_attention_dim, audio_token_groups)
         if enable_style_attn:
             self.style_model = StyleEncoder(exp_dim, seem_dim, seem_heads, seem_layers, seem_ff_dim, style_max_len,
                                             seem_dropout, style_use_pad_mask)
@@ -358,6 +360,13 @@ class DiTalkerTransformer3DModel(ModelMixin, ConfigMixin):
         if cfg.enable_scale_adapter:
             s_phi, s_alpha = self.scale_adapter(style_tokens, audio_tokens)
 
+        heard = audio_tokens
+        if audio_tokens is not None and cfg.audio_token_groups is not None:
+            if frames != cfg.audio_token_groups:
+                raise InputError(f"the latent has {frames} frames but the model's audio tokens come in "
+                                 f"{cfg.audio_token_groups} groups, one per latent frame: give it windows of "
+                                 f"{cfg.audio_frames} video frames (the pipeline does this)")
+            heard = audio_tokens.unflatten(1, (frames, -1))
         repa = None
         skips: list[torch.Tensor] = []
         first_skip_target = len(self.transformer_blocks) - self.num_skips
@@ -365,7 +374,7 @@ class DiTalkerTransformer3DModel(ModelMixin, ConfigMixin):
             if cfg.enable_uvit and index >= first_skip_target:
                 hidden = self.long_connect_fc[index - first_skip_target](skips.pop())
                 tokens = tokens + hidden
-            args = (tokens, time_mod, text_tokens, text_bias, frames, h, w, audio_tokens, style_tokens,
+            args = (tokens, time_mod, text_tokens, text_bias, frames, h, w, heard, style_tokens,
                     None if s_alpha is None else s_alpha[:, index, None],
                     None if s_phi is None else s_phi[:, index, None], c_emo)
             if torch.is_grad_enabled() and self.gradient_checkpointing:
