@@ -140,11 +140,20 @@ def _describe(kind: str, keys: list[str]) -> str:
     return f"{kind} keys by module: " + "; ".join(parts)
 
 
+def _owned(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy in fresh (allocator-aligned) memory. A file's tensors sit at arbitrary offsets of one buffer, and
+    BLAS takes other kernels, with other roundings, for unaligned weights: a model assigned those would not compute
+    bit for bit what the saved one did."""
+    return tensor.clone(memory_format=torch.contiguous_format)
+
+
 def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], allow_missing_groups: Iterable[str] = ()
               ) -> list[str]:
     """Check, then load ``state`` into ``model`` (which may live on the meta device); returns missing keys."""
     missing = check_keys(model, state, allow_missing_groups)
     on_meta = any(p.is_meta for p in model.parameters())
+    if on_meta:  # assigned, not copied: give each weight its own allocation (see _owned)
+        state = {k: _owned(v) for k, v in state.items()}
     model.load_state_dict(dict(state), strict=False, assign=on_meta)
     if on_meta:
         rebuild_fixed_tables(model)
