@@ -135,6 +135,27 @@ def test_wrong_audio_length_is_explained() -> None:
         model(**x)
 
 
+def test_one_attention_backend_switch_reaches_every_block_attention() -> None:
+    from diffusers.models.attention_dispatch import AttentionBackendName
+    from diffusers.models.attention_processor import Attention
+
+    model = tiny()
+    randomize(model)
+    x = inputs(model)
+    with torch.no_grad():
+        native = model(**x).sample
+    attentions = [m for m in model.transformer_blocks.modules() if isinstance(m, Attention)]
+    # per block: frame-wise self, caption/CLIP, audio, style, emotion, and the motion module's two frame attentions
+    assert len(attentions) == len(model.transformer_blocks) * 7
+    model.set_attention_backend("_native_math")
+    assert {a.processor._attention_backend for a in attentions} == {AttentionBackendName._NATIVE_MATH}
+    with torch.no_grad():
+        math = model(**x).sample
+    model.reset_attention_backend()
+    # One attention agrees to 5e-7; eight randomized blocks amplify that to a few 1e-4.
+    torch.testing.assert_close(math, native, rtol=0, atol=1e-3 * float(native.abs().max()))
+
+
 def test_gradient_checkpointing_computes_the_plain_forward() -> None:
     model = tiny()
     randomize(model)

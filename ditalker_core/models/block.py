@@ -16,13 +16,14 @@ from diffusers.models.attention_processor import Attention
 from einops import rearrange
 from torch import nn
 
+from .attention import DiTalkerAttnProcessor
 from .motion_module import MotionModule
 from .normalization import FP32LayerNorm
 
 
 def _cross_attention(dim: int, heads: int, dim_head: int, cross_attention_dim: int, bias: bool) -> Attention:
     return Attention(query_dim=dim, cross_attention_dim=cross_attention_dim, heads=heads, dim_head=dim_head,
-                     bias=bias)
+                     bias=bias, processor=DiTalkerAttnProcessor())
 
 
 class DiTalkerBlock(nn.Module):
@@ -45,7 +46,8 @@ class DiTalkerBlock(nn.Module):
         super().__init__()
         heads, head_dim = num_attention_heads, attention_head_dim
         self.norm1 = FP32LayerNorm(dim, elementwise_affine=False, eps=norm_eps)
-        self.attn1 = Attention(query_dim=dim, heads=heads, dim_head=head_dim, bias=attention_bias)
+        self.attn1 = Attention(query_dim=dim, heads=heads, dim_head=head_dim, bias=attention_bias,
+                               processor=DiTalkerAttnProcessor())
         self.attn_temporal = MotionModule(dim, **motion_module_kwargs)
         self.attn2 = _cross_attention(dim, heads, head_dim, cross_attention_dim, attention_bias)
         # ASFM: audio (ACA) and style (SCA) cross-attention; ECA: emotion cross-attention.

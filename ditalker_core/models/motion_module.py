@@ -16,6 +16,7 @@ from diffusers.models.attention_processor import Attention
 from einops import rearrange
 from torch import nn
 
+from .attention import DiTalkerAttnProcessor
 from .normalization import FP32LayerNorm
 
 _FRAME_TABLES: dict[tuple[int, int, str], torch.Tensor] = {}
@@ -60,7 +61,8 @@ class FrameAttention(Attention):
 
     def __init__(self, mode: str, query_dim: int, heads: int, dim_head: int, max_frames: int = 4096,
                  position_encoding: bool = True):
-        super().__init__(query_dim=query_dim, heads=heads, dim_head=dim_head, bias=False)
+        super().__init__(query_dim=query_dim, heads=heads, dim_head=dim_head, bias=False,
+                         processor=DiTalkerAttnProcessor())
         if mode not in ("Temporal", "Global"):
             raise ValueError(f"motion attention mode must be 'Temporal' or 'Global', got {mode!r}")
         self.mode = mode
