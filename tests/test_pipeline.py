@@ -240,3 +240,12 @@ def test_preview_receives_every_steps_estimate_before_its_progress(pipe: DiTalke
                 preview=lambda x0: events.append(("preview", tuple(x0.shape))))
     latent = (1, pipe.vae.config.latent_channels, 8, SIZE // 8, SIZE // 8)
     assert events == [e for done in range(1, 7) for e in (("preview", latent), ("progress", done))]
+
+
+def test_sampling_options_are_frozen() -> None:
+    import dataclasses
+
+    options = SamplingOptions(steps=3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.steps = 4  # type: ignore[misc]
+    assert dataclasses.replace(options, steps=4).steps == 4 and options.steps == 3

@@ -48,8 +48,10 @@ class Conditions:
     clip_embedding: Optional[torch.Tensor] = None  # (768,) CLIP image embedding of the reference
 
 
-@dataclass
+@dataclass(frozen=True)
 class SamplingOptions:
+    """How to sample; frozen, so one options object can be shared by nodes and runs without one changing another."""
+
     steps: int = 25
     scheduler: str = "dpm++"
     guidance: Guidance = field(default_factory=Guidance)
