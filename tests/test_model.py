@@ -156,6 +156,35 @@ def test_one_attention_backend_switch_reaches_every_block_attention() -> None:
     torch.testing.assert_close(math, native, rtol=0, atol=1e-3 * float(native.abs().max()))
 
 
+def test_first_block_cache_threshold_zero_is_uncached_and_a_skip_replays_the_last_step() -> None:
+    from diffusers import FirstBlockCacheConfig
+
+    model = tiny()
+    randomize(model)
+    assert model.num_skips > 0  # U-ViT long skips: the part a cached step must not add again
+    x, y = inputs(model), inputs(model, seed=3)
+    with torch.no_grad():
+        plain_x, plain_y = model(**x).sample, model(**y).sample
+    tail_calls = []
+    model.transformer_blocks[-1].ff.register_forward_hook(lambda *_: tail_calls.append(1))
+
+    model.enable_cache(FirstBlockCacheConfig(threshold=0.0))
+    with torch.no_grad(), model.cache_context("cond"):
+        assert torch.equal(model(**x).sample, plain_x)
+        assert torch.equal(model(**y).sample, plain_y)
+    assert len(tail_calls) == 2
+    model.disable_cache()
+
+    model.enable_cache(FirstBlockCacheConfig(threshold=1e9))  # every step after the first is skipped
+    with torch.no_grad(), model.cache_context("cond"):
+        assert torch.equal(model(**x).sample, plain_x)
+        replay = model(**x).sample
+    assert len(tail_calls) == 3  # the replay ran only the first block
+    # head output + (last output - head output): the last output up to rounding, no long skip added twice
+    torch.testing.assert_close(replay, plain_x, rtol=0, atol=1e-6 * float(plain_x.abs().max()))
+    model.disable_cache()
+
+
 def test_gradient_checkpointing_computes_the_plain_forward() -> None:
     model = tiny()
     randomize(model)

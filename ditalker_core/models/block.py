@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
+from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
 from einops import rearrange
@@ -78,8 +79,15 @@ class DiTalkerBlock(nn.Module):
         audio_scale: Optional[torch.Tensor] = None,
         style_scale: Optional[torch.Tensor] = None,
         emotion_tokens: Optional[torch.Tensor] = None,
+        skip: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """``hidden_states`` (B, F*H*W, C); ``timestep`` (B, 6C) from adaLN-single; scales (B, 1, 1)."""
+        """``hidden_states`` (B, F*H*W, C); ``timestep`` (B, 6C) from adaLN-single; scales (B, 1, 1).
+
+        ``skip``: the U-ViT long skip, already projected by the model's ``long_connect_fc``. It is added here, not
+        in the model's loop, so a step cache that skips this block (diffusers' hooks wrap blocks) skips it too.
+        """
+        if skip is not None:
+            hidden_states = hidden_states + skip
         batch = hidden_states.shape[0]
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.scale_shift_table[None] + timestep.reshape(batch, 6, -1)
@@ -126,3 +134,8 @@ class DiTalkerBlock(nn.Module):
         frames = rearrange(hidden_states, "b (f d) c -> (b f) d c", f=num_frames)
         heard = self.audio_attention(frames, encoder_hidden_states=rearrange(audio_tokens, "b f n c -> (b f) n c"))
         return rearrange(heard, "(b f) d c -> b (f d) c", f=num_frames)
+
+
+# diffusers' step caches (FirstBlockCache, MagCache, ...) find a block's hidden states through this entry.
+TransformerBlockRegistry.register(DiTalkerBlock, TransformerBlockMetadata(return_hidden_states_index=None,
+                                                                          return_encoder_hidden_states_index=None))

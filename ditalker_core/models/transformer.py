@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.cache_utils import CacheMixin
 from diffusers.models.embeddings import PatchEmbed, PixArtAlphaTextProjection
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import AdaLayerNormSingle
@@ -87,7 +88,7 @@ def _default_motion_kwargs(heads: int, attention_block_types: list[str]) -> dict
             "temporal_attention_dim_div": 1}
 
 
-class DiTalkerTransformer3DModel(ModelMixin, ConfigMixin):
+class DiTalkerTransformer3DModel(ModelMixin, ConfigMixin, CacheMixin):
     """EasyAnimateV3 I2V transformer + SEEM, Scale Adapter, ASFM, ECA, Pose Adapter and REPA head.
 
     With every ``enable_*`` flag off this is exactly the EasyAnimateV3 ``Transformer3DModel`` (I2V, motion
@@ -96,6 +97,7 @@ class DiTalkerTransformer3DModel(ModelMixin, ConfigMixin):
 
     _supports_gradient_checkpointing = True
     _no_split_modules = ["DiTalkerBlock"]
+    _repeated_blocks = ["DiTalkerBlock"]  # compile_repeated_blocks compiles one block, reused by all
 
     @register_to_config
     def __init__(
@@ -371,12 +373,12 @@ class DiTalkerTransformer3DModel(ModelMixin, ConfigMixin):
         skips: list[torch.Tensor] = []
         first_skip_target = len(self.transformer_blocks) - self.num_skips
         for index, block in enumerate(self.transformer_blocks):
+            skip = None
             if cfg.enable_uvit and index >= first_skip_target:
-                hidden = self.long_connect_fc[index - first_skip_target](skips.pop())
-                tokens = tokens + hidden
+                skip = self.long_connect_fc[index - first_skip_target](skips.pop())
             args = (tokens, time_mod, text_tokens, text_bias, frames, h, w, heard, style_tokens,
                     None if s_alpha is None else s_alpha[:, index, None],
-                    None if s_phi is None else s_phi[:, index, None], c_emo)
+                    None if s_phi is None else s_phi[:, index, None], c_emo, skip)
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 tokens = self._gradient_checkpointing_func(block, *args)
             else:

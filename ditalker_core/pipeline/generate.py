@@ -177,8 +177,10 @@ class DiTalkerPipeline:
         )
 
     def _predict(self, latents: torch.Tensor, t: torch.Tensor, inpaint: torch.Tensor,
-                 inputs: dict[str, torch.Tensor], options: SamplingOptions) -> torch.Tensor:
-        """Guided noise prediction for one (1, C, f, h, w) latent."""
+                 inputs: dict[str, torch.Tensor], options: SamplingOptions, step: int = 0,
+                 steps: Optional[int] = None) -> torch.Tensor:
+        """Guided noise prediction for one (1, C, f, h, w) latent; each forward (a batch of guidance branches) in
+        its own cache context, so a step cache (``transformer.enable_cache``) compares like with like."""
         count = len(options.guidance.branches())
         chunk = options.branch_batch or count
         outputs = []
@@ -186,8 +188,10 @@ class DiTalkerPipeline:
             part = slice(first, min(count, first + chunk))
             size = part.stop - part.start
             batch = {k: (v[part] if v is not None else None) for k, v in inputs.items()}
-            sample = self.transformer(latents.expand(size, -1, -1, -1, -1), t.expand(size),
-                                      inpaint_latents=inpaint.expand(size, -1, -1, -1, -1), **batch).sample
+            with self.transformer.cache_context(f"branches {first}", step_index=step,
+                                                num_inference_steps=steps or options.steps, timestep=t):
+                sample = self.transformer(latents.expand(size, -1, -1, -1, -1), t.expand(size),
+                                          inpaint_latents=inpaint.expand(size, -1, -1, -1, -1), **batch).sample
             outputs.append(sample[:, : latents.shape[1]])
         return options.guidance.combine(torch.cat(outputs)[:, None])
 
@@ -224,10 +228,12 @@ class DiTalkerPipeline:
         pinned = 0 if known is None else known[1].shape[2]
         known_latents = None if known is None else known[1].to(device, self.transformer.dtype)
         inputs = {clip_on: self._branch_inputs(conditions, window, options, clip_on) for clip_on in (False, True)}
+        if self.transformer.is_cache_enabled:  # a window is a new denoising run: nothing cached carries over
+            self.transformer._reset_stateful_cache()
         for step, t in enumerate(timesteps):
             clip_on = step >= len(timesteps) * (1 - options.clip_apply_ratio)
             model_input = scheduler.scale_model_input(latents, t)
-            eps = self._predict(model_input, t.reshape(1), inpaint, inputs[clip_on], options)
+            eps = self._predict(model_input, t.reshape(1), inpaint, inputs[clip_on], options, step, len(timesteps))
             if preview is not None:
                 preview(denoised_estimate(scheduler, model_input, eps, t))
             latents = scheduler.step(eps, t, latents).prev_sample
