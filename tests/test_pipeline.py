@@ -249,3 +249,23 @@ def test_sampling_options_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.steps = 4  # type: ignore[misc]
     assert dataclasses.replace(options, steps=4).steps == 4 and options.steps == 3
+
+
+def test_step_cache_and_attention_backend_per_run(pipe: DiTalkerPipeline, caplog) -> None:
+    from ditalker_core.pipeline.speed import Speedups
+
+    cond = conditions(pipe, 16)
+    plain = pipe(cond, SamplingOptions(steps=3))
+    exact = pipe(cond, SamplingOptions(steps=3, speed=Speedups(cache="first_block", threshold=0.0)))
+    assert torch.equal(exact, plain)  # threshold 0: every step computed
+    tail_runs = []
+    hook = pipe.transformer.transformer_blocks[-1].ff.register_forward_hook(lambda *_: tail_runs.append(1))
+    pipe(cond, SamplingOptions(steps=3, speed=Speedups(cache="first_block", threshold=1e9)))
+    hook.remove()
+    assert len(tail_runs) == len(pipe.plan(16, 8))  # only each window's first step ran every block
+    assert not pipe.transformer.is_cache_enabled  # taken off after the run
+    with caplog.at_level("WARNING"):
+        fallback = pipe(cond, SamplingOptions(steps=3, speed=Speedups(attention="flash")))
+    assert "flash" in caplog.text and torch.equal(fallback, plain)
+    with pytest.raises(InputError, match="cache"):
+        Speedups(cache="tea")

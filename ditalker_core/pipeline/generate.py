@@ -19,6 +19,7 @@ from ..models.transformer import DiTalkerTransformer3DModel
 from .conditioning import inpaint_latents, slice_frames
 from .guidance import Guidance
 from .scheduling import denoised_estimate, make_scheduler
+from .speed import Speedups, applied
 from .windows import Window, plan_windows
 
 Progress = Callable[[int, int], None]
@@ -60,6 +61,7 @@ class SamplingOptions:
     overlap: int = 8  # video frames shared by consecutive windows (a multiple of 8: whole decoder chunks)
     clip_apply_ratio: float = 0.5  # CLIP tokens are zeroed for the first (1 - ratio) of the steps (official)
     branch_batch: Optional[int] = None  # guidance branches per forward; None = all at once
+    speed: Speedups = field(default_factory=Speedups)  # step cache and attention kernel for this run
 
 
 @dataclass
@@ -258,14 +260,15 @@ class DiTalkerPipeline:
         windows = self.plan(conditions.num_frames, options.overlap)
         steps = self._steps_run(options)
         latents: list[torch.Tensor] = []
-        for index, window in enumerate(windows):
-            known = None
-            if index and window.known:
-                previous_latents = latents[-1][:, :, -(window.known // 4):]
-                known = (self._decode_tail(latents[-1], window.known), previous_latents)
-            result = self._sample_window(conditions, window, known, options, index, progress, index * steps,
-                                         len(windows) * steps, preview)
-            latents.append(result.cpu())
+        with applied(self.transformer, options.speed):
+            for index, window in enumerate(windows):
+                known = None
+                if index and window.known:
+                    previous_latents = latents[-1][:, :, -(window.known // 4):]
+                    known = (self._decode_tail(latents[-1], window.known), previous_latents)
+                result = self._sample_window(conditions, window, known, options, index, progress, index * steps,
+                                             len(windows) * steps, preview)
+                latents.append(result.cpu())
         return SampledVideo(latents, windows, conditions.num_frames)
 
     def decode(self, video: SampledVideo, progress: Progress = lambda done, total: None) -> Iterator[torch.Tensor]:

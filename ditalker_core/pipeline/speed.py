@@ -1,0 +1,62 @@
+"""Speed settings, all from diffusers' own machinery: the step cache and the attention backend.
+
+They are applied to the transformer for one run (``applied``) and taken off after it, so one loaded model serves
+runs with different settings (ComfyUI caches node outputs and hands the same model to every sampler).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Iterator
+
+from ..errors import InputError
+
+logger = logging.getLogger(__name__)
+
+CACHES = ("off", "first_block")
+
+
+@dataclass(frozen=True)
+class Speedups:
+    cache: str = "off"  # "first_block": diffusers' FirstBlockCache (skip the other blocks while block 0 barely moves)
+    threshold: float = 0.05  # FirstBlockCache: relative change of block 0's residual that forces a full step
+    attention: str = "native"  # a diffusers attention backend ("native", "flash", "sage", ...)
+
+    def __post_init__(self) -> None:
+        if self.cache not in CACHES:
+            raise InputError(f"cache {self.cache!r} is not one of {CACHES}")
+        if not self.threshold >= 0:
+            raise InputError(f"cache threshold must be >= 0 (0 = never skip), got {self.threshold}")
+
+
+def _set_attention(transformer, backend: str) -> str:
+    """Set ``backend``; a kernel whose package is missing warns and leaves native attention (never a hard
+    dependency). Returns the backend in use."""
+    try:
+        transformer.set_attention_backend(backend)
+        return backend
+    except (ImportError, RuntimeError) as error:
+        logger.warning("attention backend %r is unavailable (%s); using native attention", backend, error)
+    except ValueError as error:
+        raise InputError(f"unknown attention backend {backend!r}: {error}") from error
+    transformer.reset_attention_backend()
+    return "native"
+
+
+@contextlib.contextmanager
+def applied(transformer, speedups: Speedups) -> Iterator[Speedups]:
+    """Apply ``speedups`` for the body; yields what is actually in use (after fallbacks)."""
+    from diffusers import FirstBlockCacheConfig
+
+    if speedups.cache == "first_block":
+        transformer.enable_cache(FirstBlockCacheConfig(threshold=speedups.threshold))
+    attention = _set_attention(transformer, speedups.attention) if speedups.attention != "native" else "native"
+    try:
+        yield Speedups(speedups.cache, speedups.threshold, attention)
+    finally:
+        if speedups.cache != "off":
+            transformer.disable_cache()
+        if attention != "native":
+            transformer.reset_attention_backend()
