@@ -9,6 +9,7 @@ from .conditions import (DiTalkerAudioEncode, DiTalkerEmotion, DiTalkerPhonemes,
 from .folders import register_demo, register_folders
 from .loaders import DiTalkerModelLoader, DiTalkerVAELoader
 from .sampling import DiTalkerDecode, DiTalkerEstimate, DiTalkerSampler
+from .speed import DiTalkerSpeed
 
 register_folders()
 register_demo()
@@ -16,6 +17,7 @@ register_demo()
 NODES: list[type[io.ComfyNode]] = [
     DiTalkerModelLoader, DiTalkerVAELoader, DiTalkerAudioEncode, DiTalkerPhonemes, DiTalkerStyleEncode,
     DiTalkerEmotion, DiTalkerReference, DiTalkerPose, DiTalkerSampler, DiTalkerDecode, DiTalkerEstimate,
+    DiTalkerSpeed,
 ]
 DITALKER_NODE_IDS = [node.define_schema().node_id for node in NODES]
 

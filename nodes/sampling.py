@@ -140,11 +140,12 @@ def _sampling_inputs() -> list[io.Input]:
     ]
 
 
-def _options(steps: int, scheduler: str, seed: int, audio_guidance: float, style_guidance: float,
-             emotion_guidance: float, overlap: int, denoise: float, clip_apply_ratio: float) -> SamplingOptions:
+def _options(model: ManagedModel, steps: int, scheduler: str, seed: int, audio_guidance: float,
+             style_guidance: float, emotion_guidance: float, overlap: int, denoise: float,
+             clip_apply_ratio: float) -> SamplingOptions:
     return SamplingOptions(steps=steps, scheduler=scheduler, seed=seed, denoise=denoise, overlap=overlap,
                            guidance=Guidance(audio_guidance, style_guidance, emotion_guidance),
-                           clip_apply_ratio=clip_apply_ratio)
+                           clip_apply_ratio=clip_apply_ratio, speed=model.speed)
 
 
 class DiTalkerSampler(io.ComfyNode):
@@ -176,7 +177,7 @@ class DiTalkerSampler(io.ComfyNode):
         _check_links(model, reference, audio_features, phonemes, style, pose)
         pipeline = _pipeline(model, vae)
         conditions = _conditions(reference, audio_features, phonemes, style, emotion, pose)
-        options = _options(**sampling)
+        options = _options(model, **sampling)
         live = LivePreview(pipeline.vae, reference.image, pipeline.total_steps(conditions.num_frames, options))
         video = pipeline.sample(conditions, options, live.progress,
                                 live.estimate if live.previewer is not None else None)
@@ -246,6 +247,6 @@ class DiTalkerEstimate(io.ComfyNode):
                 audio_features: AudioCondition, **sampling: Any) -> io.NodeOutput:
         _, height, width = reference.image.shape
         estimate = estimate_run(_pipeline(model, vae), audio_features.num_frames, height, width,
-                                _options(**sampling))
+                                _options(model, **sampling))
         log.info("DiTalker run estimate: %s", estimate.summary())
         return io.NodeOutput(estimate.summary())

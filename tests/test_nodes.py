@@ -77,7 +77,7 @@ def test_node_ids_match_the_schemas_and_every_input_and_output_explains_itself(h
 
     schemas = [node.GET_SCHEMA() for node in host.nodes.NODES]
     assert host.nodes.DITALKER_NODE_IDS == [schema.node_id for schema in schemas]
-    assert len(set(host.nodes.DITALKER_NODE_IDS)) == len(schemas) == 11
+    assert len(set(host.nodes.DITALKER_NODE_IDS)) == len(schemas) == 12
     assert asyncio.run(host.nodes.DiTalkerExtension().get_node_list()) == host.nodes.NODES
     for schema in schemas:
         assert schema.node_id.startswith("DiTalker") and "DiTalker" in schema.display_name and schema.description
@@ -309,3 +309,22 @@ def test_sampler_sends_a_frame_strip_preview_every_step_when_previews_are_on(hos
     latent_frames = latents.video.latents[-1].shape[2]
     # Up to 4 latent frames of the current window side by side, each on the 32 px reference's 4 x 4 latent grid.
     assert (kind, size, image.size) == ("JPEG", 512, (4 * min(4, latent_frames), 4))
+
+
+def test_speed_node_sets_the_run_and_leaves_the_loaded_model_alone(host, base, monkeypatch):
+    speed = host.pack.ditalker_core.pipeline.speed
+    (exact,) = run(host, "DiTalkerSpeed", model=base["model"], step_cache="first_block", cache_threshold=0.0,
+                   attention="native")
+    assert exact.patcher is base["model"].patcher and base["model"].speed == speed.Speedups()
+    plain = sample_and_decode(host, base)[0]
+    cached = sample_and_decode(host, {**base, "model": exact})[0]
+    assert torch.equal(cached, plain)  # threshold 0 never skips a step
+
+    seen = []
+    monkeypatch.setattr(host.pack.ditalker_core.pipeline.DiTalkerPipeline, "sample",
+                        lambda self, conditions, options, *callbacks: seen.append(options) or 1 / 0)
+    (fast,) = run(host, "DiTalkerSpeed", model=base["model"], step_cache="first_block", cache_threshold=0.2,
+                  attention="sage")
+    with pytest.raises(ZeroDivisionError):
+        sample_and_decode(host, {**base, "model": fast})
+    assert seen[0].speed == speed.Speedups("first_block", 0.2, "sage")

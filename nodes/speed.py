@@ -1,0 +1,44 @@
+"""DiTalker Speed: diffusers' step cache and attention kernel for the samplers downstream (MODEL in, MODEL out,
+as core ComfyUI's EasyCache node)."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..ditalker_core.pipeline.speed import CACHES, Speedups
+from .loaders import ManagedModel
+from .sockets import MODEL
+
+ATTENTION = ["native", "flash", "sage", "xformers"]
+
+
+class DiTalkerSpeed(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTalkerSpeed", display_name="DiTalker Speed", category="DiTalker",
+            description="Faster sampling with diffusers' own machinery: First Block Cache reuses the last full "
+                        "step while the first block's output barely changes, and the attention kernel is "
+                        "switchable. Applied only while the sampler runs; the loaded model is unchanged.",
+            inputs=[
+                MODEL.Input("model", tooltip="From Load DiTalker Model."),
+                io.Combo.Input("step_cache", options=list(CACHES), default="off",
+                               tooltip="first_block: skip every block after the first on steps where the first "
+                                       "block's output changed less than cache_threshold (diffusers' "
+                                       "FirstBlockCache)."),
+                io.Float.Input("cache_threshold", default=0.05, min=0.0, max=1.0, step=0.01,
+                               tooltip="Relative change of the first block's output that forces a full step: "
+                                       "higher is faster and less faithful; 0 never skips."),
+                io.Combo.Input("attention", options=ATTENTION, default="native",
+                               tooltip="Attention kernel (diffusers' dispatcher). flash, sage and xformers need "
+                                       "their packages installed; without them the sampler warns and uses "
+                                       "native."),
+            ],
+            outputs=[MODEL.Output(display_name="model",
+                                  tooltip="The same model with these speed settings, for DiTalker Sampler.")],
+        )
+
+    @classmethod
+    def execute(cls, model: ManagedModel, step_cache: str, cache_threshold: float, attention: str
+                ) -> io.NodeOutput:
+        return io.NodeOutput(model.with_speed(Speedups(step_cache, cache_threshold, attention)))
