@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import comfy.model_management as mm
 import torch
 from comfy.model_patcher import ModelPatcher
@@ -11,7 +9,6 @@ from comfy_api.latest import io
 
 from ..ditalker_core.checkpoints import load_transformer, load_vae
 from ..ditalker_core.models import CONFIGS, get_config
-from ..ditalker_core.pipeline.speed import Speedups
 from . import folders
 from .sockets import MODEL, VAE
 
@@ -35,21 +32,13 @@ class _Held(torch.nn.Module):
 
 
 class ManagedModel:
-    """A model ComfyUI may offload between runs; ``get()`` puts it on the compute device. ``speed``: the speed
-    settings the sampler applies for its run (DiTalker Speed sets them on a copy sharing the weights)."""
+    """A model ComfyUI may offload between runs; ``get()`` puts it on the compute device."""
 
     def __init__(self, module: torch.nn.Module, offload: bool):
         device = mm.get_torch_device()
         self.offload = offload
         self.patcher = ModelPatcher(_Held(module), load_device=device,
                                     offload_device=mm.unet_offload_device() if offload else device)
-        self.speed = Speedups()
-
-    def with_speed(self, speed: Speedups) -> "ManagedModel":
-        """The same weights (the same patcher) with other speed settings; this one is left as it was."""
-        other = copy.copy(self)
-        other.speed = speed
-        return other
 
     @property
     def module(self) -> torch.nn.Module:

@@ -17,8 +17,9 @@ from ..ditalker_core.pipeline import (Conditions, DiTalkerPipeline, Guidance, Sa
                                       decode_video, estimate_run)
 from ..ditalker_core.pipeline.preview import LatentRGB, fit_latent_rgb, frame_strip
 from ..ditalker_core.pipeline.scheduling import SCHEDULERS
+from ..ditalker_core.pipeline.speed import Speedups
 from .loaders import ManagedModel
-from .sockets import (AUDIO_FEATURES, EMOTION, LATENTS, MODEL, PHONEMES, POSE, REFERENCE, STYLE, VAE,
+from .sockets import (AUDIO_FEATURES, EMOTION, LATENTS, MODEL, PHONEMES, POSE, REFERENCE, SPEED, STYLE, VAE,
                       AudioCondition, EmotionCondition, ReferenceCondition, StyleCondition)
 
 log = logging.getLogger("ditalker")
@@ -137,15 +138,18 @@ def _sampling_inputs() -> list[io.Input]:
                        tooltip="Below 1, start from the noised still portrait instead of pure noise."),
         io.Float.Input("clip_apply_ratio", default=0.5, min=0.0, max=1.0, step=0.05,
                        tooltip="Fraction of the last steps that see the CLIP reference (official: 0.5)."),
+        SPEED.Input("speed", optional=True,
+                    tooltip="From DiTalker Speed: step cache and attention kernel (unconnected: every step "
+                            "computed, native attention)."),
     ]
 
 
-def _options(model: ManagedModel, steps: int, scheduler: str, seed: int, audio_guidance: float,
-             style_guidance: float, emotion_guidance: float, overlap: int, denoise: float,
-             clip_apply_ratio: float) -> SamplingOptions:
+def _options(steps: int, scheduler: str, seed: int, audio_guidance: float, style_guidance: float,
+             emotion_guidance: float, overlap: int, denoise: float, clip_apply_ratio: float,
+             speed: Optional[Speedups] = None) -> SamplingOptions:
     return SamplingOptions(steps=steps, scheduler=scheduler, seed=seed, denoise=denoise, overlap=overlap,
                            guidance=Guidance(audio_guidance, style_guidance, emotion_guidance),
-                           clip_apply_ratio=clip_apply_ratio, speed=model.speed)
+                           clip_apply_ratio=clip_apply_ratio, speed=speed or Speedups())
 
 
 class DiTalkerSampler(io.ComfyNode):
@@ -177,7 +181,7 @@ class DiTalkerSampler(io.ComfyNode):
         _check_links(model, reference, audio_features, phonemes, style, pose)
         pipeline = _pipeline(model, vae)
         conditions = _conditions(reference, audio_features, phonemes, style, emotion, pose)
-        options = _options(model, **sampling)
+        options = _options(**sampling)
         live = LivePreview(pipeline.vae, reference.image, pipeline.total_steps(conditions.num_frames, options))
         video = pipeline.sample(conditions, options, live.progress,
                                 live.estimate if live.previewer is not None else None)
@@ -247,6 +251,6 @@ class DiTalkerEstimate(io.ComfyNode):
                 audio_features: AudioCondition, **sampling: Any) -> io.NodeOutput:
         _, height, width = reference.image.shape
         estimate = estimate_run(_pipeline(model, vae), audio_features.num_frames, height, width,
-                                _options(model, **sampling))
+                                _options(**sampling))
         log.info("DiTalker run estimate: %s", estimate.summary())
         return io.NodeOutput(estimate.summary())

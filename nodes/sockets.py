@@ -17,6 +17,7 @@ EMOTION = io.Custom("DITALKER_EMOTION")
 REFERENCE = io.Custom("DITALKER_REFERENCE")
 POSE = io.Custom("DITALKER_POSE")
 LATENTS = io.Custom("DITALKER_LATENTS")
+SPEED = io.Custom("DITALKER_SPEED")
 POSE_KEYPOINT = io.Custom("POSE_KEYPOINT")  # what comfyui_controlnet_aux's DWPose node outputs
 
 

@@ -1,13 +1,12 @@
-"""DiTalker Speed: diffusers' step cache and attention kernel for the samplers downstream (MODEL in, MODEL out,
-as core ComfyUI's EasyCache node)."""
+"""DiTalker Speed: diffusers' step cache and attention kernel, as one settings value for the sampler's and the
+run estimate's optional ``speed`` input (their other inputs stay as they are)."""
 
 from __future__ import annotations
 
 from comfy_api.latest import io
 
 from ..ditalker_core.pipeline.speed import CACHES, Speedups
-from .loaders import ManagedModel
-from .sockets import MODEL
+from .sockets import SPEED
 
 ATTENTION = ["native", "flash", "sage", "xformers"]
 
@@ -21,7 +20,6 @@ class DiTalkerSpeed(io.ComfyNode):
                         "step while the first block's output barely changes, and the attention kernel is "
                         "switchable. Applied only while the sampler runs; the loaded model is unchanged.",
             inputs=[
-                MODEL.Input("model", tooltip="From Load DiTalker Model."),
                 io.Combo.Input("step_cache", options=list(CACHES), default="off",
                                tooltip="first_block: skip every block after the first on steps where the first "
                                        "block's output changed less than cache_threshold (diffusers' "
@@ -34,11 +32,10 @@ class DiTalkerSpeed(io.ComfyNode):
                                        "their packages installed; without them the sampler warns and uses "
                                        "native."),
             ],
-            outputs=[MODEL.Output(display_name="model",
-                                  tooltip="The same model with these speed settings, for DiTalker Sampler.")],
+            outputs=[SPEED.Output(display_name="speed",
+                                  tooltip="For the speed input of DiTalker Sampler and DiTalker Run Estimate.")],
         )
 
     @classmethod
-    def execute(cls, model: ManagedModel, step_cache: str, cache_threshold: float, attention: str
-                ) -> io.NodeOutput:
-        return io.NodeOutput(model.with_speed(Speedups(step_cache, cache_threshold, attention)))
+    def execute(cls, step_cache: str, cache_threshold: float, attention: str) -> io.NodeOutput:
+        return io.NodeOutput(Speedups(step_cache, cache_threshold, attention))

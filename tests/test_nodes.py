@@ -311,20 +311,20 @@ def test_sampler_sends_a_frame_strip_preview_every_step_when_previews_are_on(hos
     assert (kind, size, image.size) == ("JPEG", 512, (4 * min(4, latent_frames), 4))
 
 
-def test_speed_node_sets_the_run_and_leaves_the_loaded_model_alone(host, base, monkeypatch):
+def test_speed_settings_reach_the_sampler_and_the_estimate(host, base, monkeypatch):
     speed = host.pack.ditalker_core.pipeline.speed
-    (exact,) = run(host, "DiTalkerSpeed", model=base["model"], step_cache="first_block", cache_threshold=0.0,
-                   attention="native")
-    assert exact.patcher is base["model"].patcher and base["model"].speed == speed.Speedups()
+    (exact,) = run(host, "DiTalkerSpeed", step_cache="first_block", cache_threshold=0.0, attention="native")
+    assert exact == speed.Speedups("first_block", 0.0, "native")
     plain = sample_and_decode(host, base)[0]
-    cached = sample_and_decode(host, {**base, "model": exact})[0]
-    assert torch.equal(cached, plain)  # threshold 0 never skips a step
+    assert torch.equal(sample_and_decode(host, base, speed=exact)[0], plain)  # threshold 0 never skips a step
+    inputs = {k: base[k] for k in ("model", "vae", "reference", "audio_features")}
+    (estimate,) = run(host, "DiTalkerEstimate", **inputs, **SAMPLING, speed=exact)
+    assert " at most " in estimate  # a cached run's time: the uncached step bounds it
 
     seen = []
     monkeypatch.setattr(host.pack.ditalker_core.pipeline.DiTalkerPipeline, "sample",
                         lambda self, conditions, options, *callbacks: seen.append(options) or 1 / 0)
-    (fast,) = run(host, "DiTalkerSpeed", model=base["model"], step_cache="first_block", cache_threshold=0.2,
-                  attention="sage")
+    (fast,) = run(host, "DiTalkerSpeed", step_cache="first_block", cache_threshold=0.2, attention="sage")
     with pytest.raises(ZeroDivisionError):
-        sample_and_decode(host, {**base, "model": fast})
+        sample_and_decode(host, base, speed=fast)
     assert seen[0].speed == speed.Speedups("first_block", 0.2, "sage")

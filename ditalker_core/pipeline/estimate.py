@@ -12,6 +12,7 @@ from typing import Iterator
 import torch
 
 from .generate import Conditions, DiTalkerPipeline, SamplingOptions, decode_latents
+from .speed import Speedups, applied
 
 
 @dataclass(frozen=True)
@@ -21,13 +22,15 @@ class RunEstimate:
     seconds_per_step: float
     seconds_per_decode: float
     peak_bytes: int  # peak memory of one step or one window decode (the run's peak does not grow with length)
+    step_cache: bool = False  # steps measured uncached: with a step cache the time is an upper bound
 
     @property
     def total_seconds(self) -> float:
         return self.windows * (self.steps_per_window * self.seconds_per_step + self.seconds_per_decode)
 
     def summary(self) -> str:
-        return (f"{self.windows} window(s) x {self.steps_per_window} steps: about {self.total_seconds:.0f} s "
+        about = "at most" if self.step_cache else "about"
+        return (f"{self.windows} window(s) x {self.steps_per_window} steps: {about} {self.total_seconds:.0f} s "
                 f"({self.seconds_per_step:.2f} s/step, {self.seconds_per_decode:.2f} s/decode), peak memory about "
                 f"{self.peak_bytes / 2**30:.2f} GiB")
 
@@ -78,15 +81,17 @@ def estimate_run(pipeline: DiTalkerPipeline, num_frames: int, height: int, width
     latents = torch.zeros(1, channels, frames // 4, height // 8, width // 8, device=device, dtype=model.dtype)
     inpaint = torch.zeros(1, 2 * channels, *latents.shape[2:], device=device, dtype=model.dtype)
     t = torch.tensor([500], device=device)
-    pipeline._predict(latents, t, inpaint, inputs, options)  # warm-up (kernels, allocator)
-    with peak_memory(device) as step_peak:
-        start = time.perf_counter()
-        pipeline._predict(latents, t, inpaint, inputs, options)
-        step_seconds = time.perf_counter() - start
+    # The run's attention kernel; a step cache is left off, since how many steps it skips shows only in the run.
+    with applied(model, Speedups(attention=options.speed.attention)):
+        pipeline._predict(latents, t, inpaint, inputs, options)  # warm-up (kernels, allocator)
+        with peak_memory(device) as step_peak:
+            start = time.perf_counter()
+            pipeline._predict(latents, t, inpaint, inputs, options)
+            step_seconds = time.perf_counter() - start
     with peak_memory(pipeline.vae.device) as decode_peak:
         start = time.perf_counter()
         for _ in decode_latents(pipeline.vae, latents):
             pass
         decode_seconds = time.perf_counter() - start
     return RunEstimate(len(windows), pipeline._steps_run(options), step_seconds, decode_seconds,
-                       max(step_peak[0], decode_peak[0]))
+                       max(step_peak[0], decode_peak[0]), options.speed.cache != "off")
