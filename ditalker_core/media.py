@@ -55,6 +55,14 @@ def _channels_first(array: np.ndarray, name: str) -> np.ndarray:
     raise InputError(f"{name} has shape {tuple(array.shape)}; pass (samples,), (channels, samples) or (samples, channels)")
 
 
+def has_audio(path: str | Path) -> bool:
+    """Whether a media file holds a sound track (a header read, no decoding)."""
+    import av
+
+    with av.open(str(path)) as container:
+        return len(container.streams.audio) > 0
+
+
 def load_audio_channels(source: Any, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
     """Any supported audio source -> ((C, N) float32 at its native rate, rate).
 

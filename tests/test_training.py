@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -423,3 +424,30 @@ def test_a_dataset_window_holds_exactly_its_frames_audio_phonemes_and_pose(tmp_p
         np.testing.assert_allclose(grey, level(expected), atol=1.5)
         np.testing.assert_allclose(sample["pose"].float().mean(dim=(1, 2, 3)).numpy(), level(expected), atol=1.5)
     assert len(starts) > 1  # random windows were drawn
+
+
+def test_clips_without_sound_are_listed_before_the_first_step_when_the_sync_loss_reads_them(data, helpers,
+                                                                                           tmp_path):
+    """Official-format clips without a sound track (and no audio_path): refused at start with both fixes named;
+    with the sync loss off they train."""
+    from ditalker_core.errors import InputError
+    from ditalker_core.media import read_video, write_video
+    from training.train import main
+
+    silent = tmp_path / "silent"
+    shutil.copytree(data, silent)
+    frames, _ = read_video(silent / "videos_25" / "talk.mp4")
+    write_video(silent / "videos_25" / "talk.mp4", frames, 25)  # the picture only
+    records = json.loads((silent / "metadata.json").read_text())
+    records[0].pop("audio_path")
+    (silent / "metadata.json").write_text(json.dumps(records))
+    args = overrides(silent, helpers, tmp_path / "out", **{"train.max_steps": 1, "losses.sync.weight": 0.1})
+    with pytest.raises(InputError) as error:
+        main(["--config", str(CONFIGS / "phase2.yaml"), *args])
+    message = str(error.value)
+    assert "1 of 1 clips have no sound track" in message and "talk.mp4" in message
+    assert "add the sound" in message and "losses.sync.weight=0" in message
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()
+    main(["--config", str(CONFIGS / "phase2.yaml"), *overrides(
+        silent, helpers, tmp_path / "quiet", **{"train.max_steps": 1, "losses.sync.weight": 0})])
+    assert len(metrics(tmp_path / "quiet")) == 1

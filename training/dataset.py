@@ -33,7 +33,7 @@ from torch.utils.data import Dataset, Sampler
 from ditalker_core.errors import InputError
 from ditalker_core.extract.phonemes import phoneme_windows
 from ditalker_core.extract.style3dmm import load_expression, make_style_clip
-from ditalker_core.media import load_audio
+from ditalker_core.media import has_audio, load_audio
 from ditalker_core.models.syncnet import MEL_WINDOW, melspectrogram
 
 logger = logging.getLogger(__name__)
@@ -184,6 +184,11 @@ def read_mask(path: Path, size: int) -> Optional[torch.Tensor]:
 
 
 # ----------------------------------------------------------------------------- dataset
+def clips_without_sound(records: list[Record]) -> list[Path]:
+    """Clips whose audio the sync loss would read but that have none: no ``audio_path`` and no sound track."""
+    return [r.video for r in records if r.audio is None and not has_audio(r.video)]
+
+
 class ClipDataset(Dataset):
     """Windows of ``clip_frames`` frames with every condition aligned to them (see module docstring)."""
 

@@ -32,7 +32,7 @@ from training.checkpointing import (EMA, build_model, export, find_resume, load_
                                     save_state, select_trainable, set_train_mode)
 from training.conditioning import FrozenModels, load_frozen, prepare_inputs
 from training.config import load_config
-from training.dataset import ClipDataset, ResumableSampler, read_metadata
+from training.dataset import ClipDataset, ResumableSampler, clips_without_sound, read_metadata
 from training.losses import (GaussianDiffusion, dino_tokens, identity_loss, reconstruction_losses, region_loss,
                              repa_chunk, sync_losses)
 from training.validation import write_sample
@@ -201,6 +201,12 @@ def run(config: dict[str, Any]) -> Path:
 
     # Data.
     records = read_metadata(config["data"]["metadata"], config["data"]["root"])
+    silent = clips_without_sound(records) if weights["sync"]["weight"] else []
+    if silent:
+        raise InputError(f"the sync loss reads each clip's sound, but {len(silent)} of {len(records)} clips have no "
+                         f"sound track and no audio_path ({', '.join(str(p) for p in silent[:3])}"
+                         f"{' ...' if len(silent) > 3 else ''}): add the sound (a 16 kHz wav as audio_path in the "
+                         f"metadata, or remux it into the video), or set losses.sync.weight=0")
     dataset = ClipDataset(records, model_cfg["audio_frames"], int(config["data"]["resolution"]), seed,
                           model_cfg["style_max_len"], config["data"]["style_clip"],
                           with_mel=bool(weights["sync"]["weight"]), memory_cache=bool(config["data"]["memory_cache"]))
