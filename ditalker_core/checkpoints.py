@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from diffusers.models.embeddings import PatchEmbed, get_2d_sincos_pos_embed
 from torch import nn
 
-from .errors import InputError, MissingModelError
+from .errors import InputError, MissingModelError, WrongWeightsError
 from .models.motion_module import FramePositionalEncoding
 from .models.seem import SinusoidPositions
 from .models.transformer import DiTalkerTransformer3DModel, module_group
@@ -86,6 +86,78 @@ def group_keys(keys: Iterable[str]) -> dict[str, list[str]]:
     return dict(groups)
 
 
+# What a weights file or model folder holds, told from its key names or config.json alone (no tensor read), so
+# a loader handed another kind of file says what it is instead of listing keys.
+WEIGHT_KINDS = {
+    "transformer": "a DiTalker / EasyAnimateV3 transformer",
+    "vae": "a MagViT VAE",
+    "t5": "a T5 text encoder",
+    "clip_vision": "a CLIP vision encoder",
+    "whisper": "a Whisper audio encoder",
+    "wav2vec2": "a Wav2Vec2 alignment model",
+    "3dmm": "Deep3DFaceRecon (3DMM) weights",
+}
+_KEY_SIGNS = (  # kind, key prefixes; the first kind with a matching key wins
+    ("transformer", ("transformer_blocks.", "pos_embed.proj.", "adaln_single.")),
+    ("vae", ("encoder.conv_in.", "decoder.conv_in.", "post_quant_conv.")),
+    ("t5", ("encoder.block.", "shared.weight")),
+    ("clip_vision", ("vision_model.",)),
+    ("whisper", ("encoder.conv1.", "model.encoder.conv1.", "encoder.embed_positions.")),
+    ("wav2vec2", ("wav2vec2.",)),
+    ("3dmm", ("net_recon", "final_layers.")),
+)
+_CONFIG_SIGNS = (("vae", "magvit"), ("t5", "t5"), ("clip_vision", "clip"), ("whisper", "whisper"),
+                 ("wav2vec2", "wav2vec2"), ("transformer", "transformer3d"))
+
+
+def kind_of_keys(keys: Iterable[str], metadata: Mapping[str, str] | None = None) -> Optional[str]:
+    """The ``WEIGHT_KINDS`` key of a state dict's key names (our files say it in their metadata), or None."""
+    if metadata and metadata.get("format") == FORMAT:
+        return "vae" if metadata.get("model") == AutoencoderKLMagvit.__name__ else "transformer"
+    keys = list(keys)
+    for kind, prefixes in _KEY_SIGNS:
+        if any(key.startswith(prefixes) for key in keys):
+            return kind
+    return None
+
+
+def identify_weights(path: str | os.PathLike) -> Optional[str]:
+    """The ``WEIGHT_KINDS`` key of a safetensors file or a model folder (its config.json, or a faster-whisper
+    folder); None when unknown or not cheaply readable (pickled files are told apart when loaded)."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "text_encoder").is_dir():
+            return "t5"
+        if (path / "model.bin").is_file() and (path / "vocabulary.txt").is_file():
+            return "whisper"  # faster-whisper (CTranslate2)
+        config = path / "config.json"
+        if not config.is_file():
+            return None
+        try:
+            described = json.loads(config.read_text())
+        except (OSError, ValueError):
+            return None
+        names = " ".join(str(described.get(k, "")) for k in ("_class_name", "model_type", "architectures")).lower()
+        return next((kind for kind, sign in _CONFIG_SIGNS if sign in names), None)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), "pt") as handle:
+            return kind_of_keys(handle.keys(), handle.metadata())
+    except (SafetensorError, OSError, ValueError):
+        return None
+
+
+def check_kind(path: str | os.PathLike, expected: str, kind: Optional[str] = None) -> None:
+    """Raise WrongWeightsError when ``path`` (or the already known ``kind``) is another kind than expected."""
+    kind = kind if kind is not None else identify_weights(path)
+    if kind is not None and kind != expected:
+        raise WrongWeightsError(f"{Path(path).name} is {WEIGHT_KINDS[kind]}, not {WEIGHT_KINDS[expected]}: pick "
+                                f"{WEIGHT_KINDS[expected]} here and load this file where {WEIGHT_KINDS[kind]} is "
+                                f"taken", kind, expected)
+
+
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a ``.safetensors``, ``.pth``, ``.pt`` or ``.bin`` file, with clear errors."""
     path = Path(path)
@@ -125,7 +197,8 @@ def check_keys(model: nn.Module, state: Mapping[str, torch.Tensor],
     if unexpected:
         problems.append(_describe("unexpected", unexpected))
     if misshaped:
-        problems.append("misshaped keys: " + "; ".join(misshaped[:20]) + (" ..." if len(misshaped) > 20 else ""))
+        problems.append(f"{len(misshaped)} misshaped keys: " + "; ".join(misshaped[:3]) +
+                        (" ..." if len(misshaped) > 3 else ""))
     not_allowed = [k for k in missing if module_group(k) not in allowed]
     if not_allowed:
         problems.append(_describe("missing", not_allowed))
@@ -135,9 +208,9 @@ def check_keys(model: nn.Module, state: Mapping[str, torch.Tensor],
 
 
 def _describe(kind: str, keys: list[str]) -> str:
-    parts = [f"{group} ({len(ks)}: {', '.join(ks[:3])}{' ...' if len(ks) > 3 else ''})"
-             for group, ks in sorted(group_keys(keys).items())]
-    return f"{kind} keys by module: " + "; ".join(parts)
+    """Counts per module and two examples: short enough to read in a node's error box."""
+    counts = ", ".join(f"{group} {len(ks)}" for group, ks in sorted(group_keys(keys).items()))
+    return f"{len(keys)} {kind} keys ({counts}; e.g. {', '.join(keys[:2])})"
 
 
 def _owned(tensor: torch.Tensor) -> torch.Tensor:
@@ -188,17 +261,19 @@ def load_modules(model: nn.Module, path: str | os.PathLike) -> list[str]:
 
 
 def load_transformer(path: str | os.PathLike, config: Optional[Mapping[str, Any]] = None,
-                     dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
-                     ) -> DiTalkerTransformer3DModel:
-    """Load our format (config from the file), or an upstream file with ``config`` (our kwargs) given.
+                     dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                     force_config: bool = False) -> DiTalkerTransformer3DModel:
+    """Load our format (its own config wins over ``config``), or an upstream file with ``config`` (our kwargs).
 
-    EasyAnimateV3 transformer files may lack every DiTalker module (they stay freshly initialised);
-    official DiTalker files must be complete.
+    ``force_config``: build ``config`` whatever the file says (the trainer, e.g. adding audio token groups to a
+    trained model). EasyAnimateV3 transformer files may lack every DiTalker module (they stay freshly
+    initialised); official DiTalker files must be complete.
     """
     state, metadata = read_state_dict(path)
+    check_kind(path, "transformer", kind_of_keys(state, metadata))
     if metadata.get("format") == FORMAT:
-        file_config = json.loads(metadata["config"])
-        config = {k: v for k, v in file_config.items() if not k.startswith("_")} | dict(config or {})
+        file_config = {k: v for k, v in json.loads(metadata["config"]).items() if not k.startswith("_")}
+        config = file_config | dict(config or {}) if force_config else file_config
         partial = json.loads(metadata.get("modules", '"all"')) != "all"
     elif config is None:
         raise InputError(f"{path} is an upstream checkpoint without our metadata: pass its config (e.g. "
@@ -228,8 +303,10 @@ def load_vae(path: str | os.PathLike, dtype: torch.dtype = torch.float32, device
     """The MagViT VAE from our single file, the released ``vae/`` folder, or a bare upstream weights file."""
     path = Path(path)
     if path.is_dir():
+        check_kind(path, "vae")
         return nn.Module.to(AutoencoderKLMagvit.from_local(path, dtype), device=device).eval().requires_grad_(False)
     state, metadata = read_state_dict(path)
+    check_kind(path, "vae", kind_of_keys(state, metadata))
     config = json.loads(metadata["config"]) if metadata.get("format") == FORMAT else {}
     with torch.device("meta"):
         model = AutoencoderKLMagvit.from_config(config)

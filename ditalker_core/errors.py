@@ -26,3 +26,12 @@ class MissingModelError(FileNotFoundError):
 
 class InputError(ValueError):
     """An input has the wrong shape, length or content; the message says which input and the fix."""
+
+
+class WrongWeightsError(InputError):
+    """A loader was handed another kind of weights (a VAE file in the transformer loader, ...). ``kind`` and
+    ``expected`` are ``checkpoints.WEIGHT_KINDS`` keys, so a front end can name its own loader for the file."""
+
+    def __init__(self, message: str, kind: str, expected: str):
+        super().__init__(message)
+        self.kind, self.expected = kind, expected

@@ -14,16 +14,20 @@ from comfy_api.latest import io
 from ..ditalker_core.errors import InputError
 from ..ditalker_core.extract.audio import AudioEncoder
 from ..ditalker_core.extract.emotion import EMOTIONS, T5PromptEncoder, build_prompt
-from ..ditalker_core.extract.phonemes import LANGUAGES, Aligner, extract_phonemes
-from ..ditalker_core.extract.pose import DWPose, adapter_frames, detect_to_frames, find_dwpose, keypoints_to_frames
+from ..ditalker_core.extract.phonemes import LANGUAGES, Aligner, extract_phonemes, language_mismatch
+from ..ditalker_core.extract.pose import (DWPose, adapter_frames, detect_to_frames, find_dwpose, keypoints_to_frames,
+                                         look_like_renderings)
 from ..ditalker_core.extract.reference import encode_reference, load_clip_vision
 from ..ditalker_core.extract.style3dmm import StyleExtractor, load_expression, make_style_clip
 from ..ditalker_core.pipeline import output_size, prepare_reference
 from . import folders
+from .notices import warn
+from .validation import NONE, check
 from .sockets import (AUDIO_FEATURES, EMOTION, PHONEMES, POSE, POSE_KEYPOINT, REFERENCE, STYLE, AudioCondition,
                       EmotionCondition, ReferenceCondition, StyleCondition)
 
-NONE = "none"
+EMPTY_TRANSCRIPT = ("transcript is empty: type what is said in the audio (this node aligns the words you type "
+                    "to the audio; it does not transcribe)")
 
 
 def _frames_uint8(images: torch.Tensor) -> np.ndarray:
@@ -52,10 +56,14 @@ class DiTalkerAudioEncode(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, whisper: str, fps: float) -> bool | str:
+        return check(cls, dict(whisper=whisper, fps=fps))
+
+    @classmethod
     def execute(cls, audio: dict[str, Any], whisper: str, fps: float) -> io.NodeOutput:
         if audio["waveform"].shape[-1] == 0:
             raise InputError("audio is empty (0 samples); connect a clip that contains the speech")
-        encoder = AudioEncoder.from_pretrained(folders.resolve("audio_encoders", whisper, "Whisper encoder"),
+        encoder = AudioEncoder.from_pretrained(folders.resolve_input("whisper", whisper),
                                                device=mm.get_torch_device())
         features = encoder.encode(audio, fps=fps)
         condition = AudioCondition(features.windows.to(mm.intermediate_device()), features.num_frames, fps, audio)
@@ -72,7 +80,7 @@ class DiTalkerPhonemes(io.ComfyNode):
             inputs=[
                 AUDIO_FEATURES.Input("audio_features", tooltip="From DiTalker Audio Encode (same frames and fps)."),
                 io.String.Input("transcript", multiline=True, default="",
-                                tooltip="What is said. Empty: transcribe with WhisperX (needs its full install)."),
+                                tooltip="What is said in the audio (required): its words are aligned to the audio."),
                 io.Combo.Input("language", options=list(LANGUAGES), default="en", tooltip="Spoken language."),
                 io.Combo.Input("aligner", options=[NONE] + folders.model_dirs("ditalker_align"), default=NONE,
                                tooltip="Wav2Vec2 CTC folder in models/ditalker/wav2vec2 for word timings."),
@@ -82,11 +90,24 @@ class DiTalkerPhonemes(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, transcript: str, language: str, aligner: str) -> bool | str:
+        def typed() -> None:
+            if transcript is not None and not transcript.strip():
+                raise InputError(EMPTY_TRANSCRIPT)
+
+        return check(cls, dict(language=language, aligner=aligner), [typed])
+
+    @classmethod
     def execute(cls, audio_features: AudioCondition, transcript: str, language: str, aligner: str
                 ) -> io.NodeOutput:
+        if not transcript.strip():
+            raise InputError(EMPTY_TRANSCRIPT)
+        mismatch = language_mismatch(transcript, language)
+        if mismatch:
+            warn(mismatch)
         align = None if aligner == NONE else Aligner.from_pretrained(
-            folders.resolve("ditalker_align", aligner, "alignment model"), language, mm.get_torch_device())
-        result = extract_phonemes(audio_features.audio, transcript.strip() or None, language, align,
+            folders.resolve_input("aligner", aligner), language, mm.get_torch_device())
+        result = extract_phonemes(audio_features.audio, transcript.strip(), language, align,
                                   fps=audio_features.fps, num_frames=audio_features.num_frames)
         return io.NodeOutput(torch.tensor(result.ids, dtype=torch.long))
 
@@ -116,6 +137,10 @@ class DiTalkerStyleEncode(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, recon_model: str) -> bool | str:
+        return check(cls, dict(recon_model=recon_model))
+
+    @classmethod
     def execute(cls, recon_model: str, style_length: int, style_frames: Optional[torch.Tensor] = None,
                 coefficients_file: str = "") -> io.NodeOutput:
         skipped = 0
@@ -126,13 +151,21 @@ class DiTalkerStyleEncode(io.ComfyNode):
                 raise InputError("style_frames need a recon_model (Deep3DFaceRecon epoch_20.pth in "
                                  "models/ditalker/3dmm); or give a coefficients_file")
             extractor = StyleExtractor.from_pretrained(
-                folders.resolve("ditalker_3dmm", recon_model, "Deep3DFaceRecon weights"), mm.get_torch_device())
+                folders.resolve_input("recon_model", recon_model), mm.get_torch_device())
             result = extractor.extract(_frames_uint8(style_frames))
             expression, skipped = result.exp, len(result.skipped)
         else:
             raise InputError("DiTalker Style Encode needs style_frames or a coefficients_file")
+        if len(expression) < style_length // 2:
+            warn(f"the style clip has {len(expression)} frames and style_length is {style_length}: it is padded, so "
+                 f"the style is read from little motion; give a longer style video or lower style_length")
         clip, pad_mask = make_style_clip(expression, style_length, "middle")
         return io.NodeOutput(StyleCondition(clip.float(), pad_mask), skipped)
+
+
+def _custom(emotion: Optional[str], custom_prompt: Optional[str]) -> None:
+    if emotion == "custom" and custom_prompt is not None and not custom_prompt.strip():
+        raise InputError("emotion is 'custom' but custom_prompt is empty: write a prompt, or pick an emotion")
 
 
 class DiTalkerEmotion(io.ComfyNode):
@@ -158,16 +191,24 @@ class DiTalkerEmotion(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, emotion: str, subject: str, t5: str, custom_prompt: str) -> bool | str:
+        return check(cls, dict(emotion=emotion, subject=subject, t5=t5), [lambda: _custom(emotion, custom_prompt)])
+
+    @classmethod
     def execute(cls, emotion: str, subject: str, t5: str, custom_prompt: str, negative_prompt: str
                 ) -> io.NodeOutput:
-        if emotion == "custom" and not custom_prompt.strip():
-            raise InputError("emotion is 'custom' but custom_prompt is empty; write a prompt or pick an emotion")
+        _custom(emotion, custom_prompt)
         prompt = custom_prompt.strip() if emotion == "custom" else build_prompt(emotion, subject)
         cache = os.path.join(folder_paths.get_user_directory(), "ditalker", "t5_cache")
-        encoder = T5PromptEncoder(folders.resolve("text_encoders", t5, "T5 text encoder"), cache_dir=cache,
+        encoder = T5PromptEncoder(folders.resolve_input("t5", t5), cache_dir=cache,
                                   device=mm.text_encoder_device())
+        if emotion != "custom" and custom_prompt.strip():
+            warn(f"custom_prompt is ignored because emotion is '{emotion}': set emotion to custom to use it")
         positive = encoder(prompt)
         negative = encoder(negative_prompt)
+        if bool(positive.mask.all()):
+            warn(f"the emotion prompt reaches the text encoder's limit of {encoder.max_length} tokens, so words "
+                 f"past it are dropped: shorten custom_prompt")
         encoder.unload()
         return io.NodeOutput(EmotionCondition(prompt, positive.embeds[0], positive.mask[0], negative.embeds[0],
                                               negative.mask[0]))
@@ -181,13 +222,15 @@ class DiTalkerReference(io.ComfyNode):
             description="The portrait to animate: cropped to the output size (aspect kept, multiples of 16) and "
                         "embedded with CLIP for identity.",
             inputs=[
-                io.Image.Input("image", tooltip="The portrait (first image of the batch is used; RGBA is "
-                                                "composited on white)."),
+                io.Image.Input("image", tooltip="The portrait (the first image of the batch is used)."),
                 io.Combo.Input("clip_vision", options=[NONE] + folders.model_dirs("clip_vision"),
                                tooltip="CLIP vision folder in models/clip_vision (EasyAnimateV3's image_encoder); "
                                        "none = no CLIP identity tokens."),
                 io.Int.Input("resolution", default=512, min=16, max=2048, step=16,
                              tooltip="Output size: about resolution^2 pixels with the portrait's aspect ratio."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="Load Image's MASK (its transparency): transparent parts of the portrait are "
+                                      "composited on white."),
             ],
             outputs=[REFERENCE.Output(display_name="reference",
                                       tooltip="The prepared portrait (and its CLIP embedding), for the Sampler, "
@@ -198,13 +241,23 @@ class DiTalkerReference(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, image: torch.Tensor, clip_vision: str, resolution: int) -> io.NodeOutput:
-        first = image[0]
+    def validate_inputs(cls, clip_vision: str) -> bool | str:
+        return check(cls, dict(clip_vision=clip_vision))
+
+    @classmethod
+    def execute(cls, image: torch.Tensor, clip_vision: str, resolution: int, mask: Optional[torch.Tensor] = None
+                ) -> io.NodeOutput:
+        first = image[0]  # RGB, or RGBA from nodes that keep the alpha (composited on white)
+        if mask is not None and bool(mask.any()):  # Load Image gives a 64 x 64 zero mask for opaque images
+            if tuple(mask.shape[-2:]) != tuple(first.shape[:2]):
+                raise InputError(f"mask is {tuple(mask.shape[-2:])} but image is {tuple(first.shape[:2])}: connect "
+                                 f"the MASK of the Load Image that gives the image")
+            first = torch.cat([first[..., :3], 1 - mask.reshape(-1, *first.shape[:2])[0, ..., None]], dim=-1)
         height, width = output_size(first.shape[0], first.shape[1], resolution)
         reference = prepare_reference(first, height, width)
         embedding = None
         if clip_vision != NONE:
-            model, processor = load_clip_vision(folders.resolve("clip_vision", clip_vision, "CLIP vision encoder"),
+            model, processor = load_clip_vision(folders.resolve_input("clip_vision", clip_vision),
                                                 device=mm.get_torch_device())
             cropped = ((reference.permute(1, 2, 0) + 1) / 2).numpy()
             embedding = encode_reference(cropped, model, processor, (height, width))[0].float().cpu()
@@ -238,6 +291,9 @@ class DiTalkerPose(io.ComfyNode):
         size = tuple(reference.image.shape[1:])
         frames = audio_features.num_frames
         if pose_images is not None:
+            if not look_like_renderings(pose_images):
+                warn("pose_images do not look like DWPose renderings (limbs on black): connect raw video frames to "
+                     "style_frames instead (run through DWPose), or pass them through a DWPose preprocessor first")
             pose = adapter_frames(pose_images, size, frames)
         elif pose_keypoint is not None:
             pose = keypoints_to_frames(pose_keypoint, size, frames)

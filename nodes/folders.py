@@ -32,6 +32,13 @@ SOURCES = {
     "audio_encoders": "https://huggingface.co/openai/whisper-tiny (the whole folder)",
     **{name: source for name, (_, source) in PACK_FOLDERS.items()},
 }
+# The nodes' model inputs: input name -> (ComfyUI folder, what the user picked there).
+MODEL_INPUTS = {
+    "checkpoint": ("ditalker", "DiTalker checkpoint"), "vae": ("vae", "DiTalker VAE"),
+    "whisper": ("audio_encoders", "Whisper encoder"), "t5": ("text_encoders", "T5 text encoder"),
+    "clip_vision": ("clip_vision", "CLIP vision encoder"), "aligner": ("ditalker_align", "alignment model"),
+    "recon_model": ("ditalker_3dmm", "Deep3DFaceRecon weights"),
+}
 _SUBFOLDERS = {"ditalker": "ditalker", "ditalker_3dmm": "ditalker/3dmm", "ditalker_dwpose": "ditalker/dwpose",
                "ditalker_align": "ditalker/wav2vec2"}
 
@@ -94,3 +101,9 @@ def resolve(folder: str, name: str, what: str) -> Path:
             return candidate
     raise MissingModelError(what, [Path(root) / name for root in roots], f"models/{_SUBFOLDERS.get(folder, folder)}/",
                             SOURCES.get(folder, "see the README"))
+
+
+def resolve_input(input_name: str, name: str) -> Path:
+    """The path a node's model input (``MODEL_INPUTS``) names, or a MissingModelError naming file, folder, source."""
+    folder, what = MODEL_INPUTS[input_name]
+    return resolve(folder, name, what)

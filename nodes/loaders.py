@@ -8,8 +8,10 @@ from comfy.model_patcher import ModelPatcher
 from comfy_api.latest import io
 
 from ..ditalker_core.checkpoints import load_transformer, load_vae
+from ..ditalker_core.errors import InputError, WrongWeightsError
 from ..ditalker_core.models import CONFIGS, get_config
 from . import folders
+from .validation import check, wrong_weights_message
 from .sockets import MODEL, VAE
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -61,7 +63,8 @@ class DiTalkerModelLoader(io.ComfyNode):
                                tooltip="A file in models/ditalker: a DiTalker checkpoint (carries its config) or "
                                        "an upstream EasyAnimateV3/official DiTalker state dict."),
                 io.Combo.Input("config", options=sorted(CONFIGS), default="xl",
-                               tooltip="Model size for upstream files without our metadata (ignored otherwise)."),
+                               tooltip="Model size for upstream files without our metadata; a DiTalker file "
+                                       "carries its own config, which wins."),
                 io.Combo.Input("dtype", options=["auto", "bf16", "fp16", "fp32"], default="auto",
                                tooltip="Compute precision; auto picks bf16/fp16 where the device supports it."),
                 io.Boolean.Input("offload", default=True,
@@ -72,11 +75,18 @@ class DiTalkerModelLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, checkpoint: str, config: str, dtype: str) -> bool | str:
+        return check(cls, dict(checkpoint=checkpoint, config=config, dtype=dtype))
+
+    @classmethod
     def execute(cls, checkpoint: str, config: str, dtype: str, offload: bool) -> io.NodeOutput:
-        path = folders.resolve("ditalker", checkpoint, "DiTalker checkpoint")
+        path = folders.resolve_input("checkpoint", checkpoint)
         device = mm.get_torch_device()
-        model = load_transformer(path, config=get_config(config), dtype=pick_dtype(dtype, device),
-                                 device=mm.unet_offload_device() if offload else device)
+        try:
+            model = load_transformer(path, config=get_config(config), dtype=pick_dtype(dtype, device),
+                                     device=mm.unet_offload_device() if offload else device)
+        except WrongWeightsError as error:
+            raise InputError(f"checkpoint: {wrong_weights_message(error)}") from error
         return io.NodeOutput(ManagedModel(model, offload))
 
 
@@ -100,8 +110,15 @@ class DiTalkerVAELoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, vae: str, dtype: str) -> bool | str:
+        return check(cls, dict(vae=vae, dtype=dtype))
+
+    @classmethod
     def execute(cls, vae: str, dtype: str, tiling: bool) -> io.NodeOutput:
         device = mm.get_torch_device()
-        model = load_vae(folders.resolve("vae", vae, "DiTalker VAE"), dtype=pick_dtype(dtype, device))
+        try:
+            model = load_vae(folders.resolve_input("vae", vae), dtype=pick_dtype(dtype, device))
+        except WrongWeightsError as error:
+            raise InputError(f"vae: {wrong_weights_message(error)}") from error
         model.use_tiling = tiling
         return io.NodeOutput(ManagedModel(model, offload=True))

@@ -18,7 +18,9 @@ from ..ditalker_core.pipeline import (Conditions, DiTalkerPipeline, Guidance, Sa
 from ..ditalker_core.pipeline.preview import LatentRGB, fit_latent_rgb, frame_strip
 from ..ditalker_core.pipeline.scheduling import SCHEDULERS
 from ..ditalker_core.pipeline.speed import Speedups
+from ..ditalker_core.pipeline.windows import check_overlap
 from .loaders import ManagedModel
+from .validation import check
 from .sockets import (AUDIO_FEATURES, EMOTION, LATENTS, MODEL, PHONEMES, POSE, REFERENCE, SPEED, STYLE, VAE,
                       AudioCondition, EmotionCondition, ReferenceCondition, StyleCondition)
 
@@ -144,6 +146,15 @@ def _sampling_inputs() -> list[io.Input]:
     ]
 
 
+def _validate_sampling(cls: type[io.ComfyNode], scheduler: str, audio_guidance: float, style_guidance: float,
+                       emotion_guidance: float, overlap: int, denoise: float, clip_apply_ratio: float) -> bool | str:
+    """The sampling widgets at /prompt (the sampler's and the estimate's ``validate_inputs``)."""
+    values = dict(scheduler=scheduler, audio_guidance=audio_guidance, style_guidance=style_guidance,
+                  emotion_guidance=emotion_guidance, overlap=overlap, denoise=denoise,
+                  clip_apply_ratio=clip_apply_ratio)
+    return check(cls, values, [] if overlap is None else [lambda: check_overlap(overlap)])
+
+
 def _options(steps: int, scheduler: str, seed: int, audio_guidance: float, style_guidance: float,
              emotion_guidance: float, overlap: int, denoise: float, clip_apply_ratio: float,
              speed: Optional[Speedups] = None) -> SamplingOptions:
@@ -172,6 +183,8 @@ class DiTalkerSampler(io.ComfyNode):
                                     tooltip="Denoised latents of every window (with the driving audio), for "
                                             "DiTalker Decode.")],
         )
+
+    validate_inputs = classmethod(_validate_sampling)
 
     @classmethod
     def execute(cls, model: ManagedModel, vae: ManagedModel, reference: ReferenceCondition,
@@ -245,6 +258,8 @@ class DiTalkerEstimate(io.ComfyNode):
                                       tooltip="Estimated time and peak memory of the sampler + decode of this graph.")],
             is_output_node=True,
         )
+
+    validate_inputs = classmethod(_validate_sampling)
 
     @classmethod
     def execute(cls, model: ManagedModel, vae: ManagedModel, reference: ReferenceCondition,

@@ -7,6 +7,7 @@ from comfy_api.latest import io
 
 from ..ditalker_core.pipeline.speed import CACHES, Speedups
 from .sockets import SPEED
+from .validation import check
 
 ATTENTION = ["native", "flash", "sage", "xformers"]
 
@@ -35,6 +36,10 @@ class DiTalkerSpeed(io.ComfyNode):
             outputs=[SPEED.Output(display_name="speed",
                                   tooltip="For the speed input of DiTalker Sampler and DiTalker Run Estimate.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, step_cache: str, cache_threshold: float, attention: str) -> bool | str:
+        return check(cls, dict(step_cache=step_cache, cache_threshold=cache_threshold, attention=attention))
 
     @classmethod
     def execute(cls, step_cache: str, cache_threshold: float, attention: str) -> io.NodeOutput:

@@ -249,17 +249,17 @@ def test_bad_checkpoints_fail_with_the_keys_named(tmp_path) -> None:
     missing = dict(state)
     missing.pop("transformer_blocks.3.attn1.to_q.weight")
     save_file(missing, str(tmp_path / "missing.safetensors"))
-    with pytest.raises(InputError, match=r"missing keys by module: backbone \(1: transformer_blocks.3.attn1.to_q"):
+    with pytest.raises(InputError, match=r"1 missing keys \(backbone 1; e.g. transformer_blocks.3.attn1.to_q"):
         load_transformer(tmp_path / "missing.safetensors", config=get_config("tiny"))
 
     misshaped = dict(state, **{"audio_projection.fc1.weight": torch.zeros(3, 3)})
     save_file(misshaped, str(tmp_path / "misshaped.safetensors"))
-    with pytest.raises(InputError, match=r"misshaped keys: audio_projection.fc1.weight: file \(3, 3\)"):
+    with pytest.raises(InputError, match=r"1 misshaped keys: audio_projection.fc1.weight: file \(3, 3\)"):
         load_transformer(tmp_path / "misshaped.safetensors", config=get_config("tiny"))
 
     extra = dict(state, **{"some_other_model.weight": torch.zeros(1)})
     save_file(extra, str(tmp_path / "extra.safetensors"))
-    with pytest.raises(InputError, match=r"unexpected keys by module: backbone \(1: some_other_model.weight"):
+    with pytest.raises(InputError, match=r"1 unexpected keys \(backbone 1; e.g. some_other_model.weight"):
         load_transformer(tmp_path / "extra.safetensors", config=get_config("tiny"))
 
 

@@ -222,6 +222,15 @@ def test_rgba_and_odd_sized_portraits_are_handled(host, tiny):
     assert reference.image.shape == (3, 16, 48) and cropped.shape == (1, 16, 48, 3)
     torch.testing.assert_close(cropped, torch.ones_like(cropped))
     assert reference.clip_embedding.shape == (32,)
+    # Load Image hands the alpha to its MASK output (1 = transparent): the left half composited on white.
+    mask = torch.zeros(1, 32, 32)
+    mask[..., :16] = 1
+    black = torch.zeros(1, 32, 32, 3)
+    _, composited = run(host, "DiTalkerReference", image=black, clip_vision="none", resolution=32, mask=mask)
+    assert composited[0, :, :16].min() == 1 and composited[0, :, 16:].max() == 0
+    _, opaque = run(host, "DiTalkerReference", image=black, clip_vision="none", resolution=32,
+                    mask=torch.zeros(1, 64, 64))  # what Load Image gives for an image without alpha
+    assert opaque.max() == 0
     odd, cropped = run(host, "DiTalkerReference", image=torch.rand(2, 65, 63, 3), clip_vision="none", resolution=32)
     assert odd.image.shape == (3, 32, 32) and cropped.shape == (1, 32, 32, 3)  # first image of the batch
 
@@ -328,3 +337,52 @@ def test_speed_settings_reach_the_sampler_and_the_estimate(host, base, monkeypat
     with pytest.raises(ZeroDivisionError):
         sample_and_decode(host, base, speed=fast)
     assert seen[0].speed == speed.Speedups("first_block", 0.2, "sage")
+
+
+def run_warned(host, node_id: str, **inputs) -> list[str]:
+    """One node run as the server runs it (inside its node context); the warnings shown under it."""
+    import importlib
+
+    from comfy_execution.utils import CurrentNodeContext
+
+    texts = importlib.import_module("server").PromptServer.instance.texts
+    texts.clear()
+    with CurrentNodeContext("prompt", "17"):
+        host.node_classes[node_id].EXECUTE_NORMALIZED(**inputs)
+    assert all(node == "17" for node, _ in texts)
+    return [text for _, text in texts]
+
+
+def test_inputs_accepted_but_probably_wrong_are_warned_under_the_node(host, tiny, base, tmp_path):
+    names = tiny[1]
+    emotion = dict(subject="person", t5=names["t5"], negative_prompt="")
+    assert run_warned(host, "DiTalkerEmotion", emotion="happy", custom_prompt="", **emotion) == []
+    ignored = run_warned(host, "DiTalkerEmotion", emotion="happy", custom_prompt="a sad man", **emotion)
+    assert ignored == ["Warning: custom_prompt is ignored because emotion is 'happy': set emotion to custom to use it"]
+    long_prompt = run_warned(host, "DiTalkerEmotion", emotion="custom", custom_prompt="very " * 300 + "happy",
+                             **emotion)
+    assert len(long_prompt) == 1 and "limit of 120 tokens" in long_prompt[0] and "shorten" in long_prompt[0]
+
+    phonemes = dict(audio_features=base["audio_features"], aligner="none")
+    assert run_warned(host, "DiTalkerPhonemes", transcript="Hello, nice to meet you.", language="en", **phonemes) == []
+    assert run_warned(host, "DiTalkerPhonemes", transcript="Hello, nice to meet you.", language="zh",
+                      **phonemes) == ["Warning: the transcript is mostly Latin letters but language is zh: set "
+                                      "language to en"]
+    assert "set language to zh" in run_warned(host, "DiTalkerPhonemes", transcript="你好，很高兴认识你。",
+                                              language="en", **phonemes)[0]
+
+    folder = Path(host.folder_paths.get_input_directory())
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "short_style.npy", np.zeros((10, 64), np.float32))
+    np.save(folder / "long_style.npy", np.zeros((20, 64), np.float32))
+    style = dict(recon_model="none", style_length=32)
+    assert "the style clip has 10 frames and style_length is 32" in run_warned(
+        host, "DiTalkerStyleEncode", coefficients_file="short_style.npy", **style)[0]
+    assert run_warned(host, "DiTalkerStyleEncode", coefficients_file="long_style.npy", **style) == []
+
+    pose = dict(reference=base["reference"], audio_features=base["audio_features"])
+    video_frames = astronaut_image()
+    drawn = torch.zeros(1, 64, 64, 3)
+    drawn[0, 20:24, 10:50] = torch.tensor([1.0, 0.0, 0.0])  # a limb on black
+    assert "do not look like DWPose renderings" in run_warned(host, "DiTalkerPose", pose_images=video_frames, **pose)[0]
+    assert run_warned(host, "DiTalkerPose", pose_images=drawn, **pose) == []

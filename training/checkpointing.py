@@ -46,7 +46,7 @@ def build_model(config: dict[str, Any]) -> DiTalkerTransformer3DModel:
     ``model.reinit`` modules back at their fresh initialisation (e.g. a scale adapter whose gates closed)."""
     kwargs = model_config(config)
     init = config["model"]["init"]
-    model = load_transformer(init, config=kwargs) if init else DiTalkerTransformer3DModel(**kwargs)
+    model = load_transformer(init, config=kwargs, force_config=True) if init else DiTalkerTransformer3DModel(**kwargs)
     for path in config["model"]["init_modules"] or []:
         load_modules(model, path)
     reinit = set(config["model"]["reinit"] or [])

@@ -162,7 +162,7 @@ def _base(graph: Graph, transcript: str, emotion: str = "neutral") -> dict[str, 
     n["model"] = graph.add("DiTalkerModelLoader", (380, 0), checkpoint=CHECKPOINT, config="xl")
     n["vae"] = graph.add("DiTalkerVAELoader", (380, 180), vae=VAE)
     n["reference"] = graph.add("DiTalkerReference", (380, 330), image=(n["image"], "IMAGE"),
-                               clip_vision=CLIP_VISION, resolution=512)
+                               mask=(n["image"], "MASK"), clip_vision=CLIP_VISION, resolution=512)
     n["features"] = graph.add("DiTalkerAudioEncode", (380, 500), audio=(n["audio"], "AUDIO"), whisper=WHISPER,
                               fps=25.0)
     n["phonemes"] = graph.add("DiTalkerPhonemes", (760, 0), audio_features=(n["features"], "audio_features"),
@@ -257,8 +257,8 @@ def demo(graph: Graph) -> None:
     parts = graph.add("GetVideoComponents", (0, 900), video=(pose_video, "VIDEO"))
     n["model"] = graph.add("DiTalkerModelLoader", (380, 0), checkpoint=DEMO_CHECKPOINT, config="demo", dtype="fp32")
     n["vae"] = graph.add("DiTalkerVAELoader", (380, 180), vae=DEMO_VAE, dtype="fp32", tiling=False)
-    n["reference"] = graph.add("DiTalkerReference", (380, 330), image=(n["image"], "IMAGE"), clip_vision=DEMO_CLIP,
-                               resolution=64)
+    n["reference"] = graph.add("DiTalkerReference", (380, 330), image=(n["image"], "IMAGE"),
+                               mask=(n["image"], "MASK"), clip_vision=DEMO_CLIP, resolution=64)
     n["features"] = graph.add("DiTalkerAudioEncode", (380, 500), audio=(n["audio"], "AUDIO"), whisper=DEMO_WHISPER,
                               fps=25.0)
     n["phonemes"] = graph.add("DiTalkerPhonemes", (760, 0), audio_features=(n["features"], "audio_features"),

@@ -86,6 +86,17 @@ class PhonemeTable:
             raise InputError(f"phoneme '{symbol}' is not in the phoneme table; add it to the table JSON") from None
 
 
+def language_mismatch(text: str, language: str) -> str | None:
+    """Why ``text`` is probably not in ``language`` (Latin words with zh, Chinese characters with en), or None."""
+    han = sum("\u4e00" <= c <= "\u9fff" for c in text)
+    latin = sum(c.isascii() and c.isalpha() for c in text)
+    if language == "zh" and latin > han:
+        return "the transcript is mostly Latin letters but language is zh: set language to en"
+    if language == "en" and han > latin:
+        return "the transcript is mostly Chinese characters but language is en: set language to zh"
+    return None
+
+
 def phoneme_windows(ids: list[int] | np.ndarray | torch.Tensor, padding: int = 74, win: int = WINDOW) -> torch.Tensor:
     """(F,) ids -> (F, 2 * win + 1) long windows, padded past both ends (official get_audio_window)."""
     ids = torch.as_tensor(np.asarray(ids), dtype=torch.long).flatten()

@@ -77,6 +77,13 @@ def retime_indices(count: int, source_fps: float, target_fps: float) -> np.ndarr
     return np.minimum((np.arange(wanted) * source_fps / target_fps + 1e-6).astype(np.int64), count - 1)
 
 
+def look_like_renderings(frames: torch.Tensor, dark: float = 0.1, share: float = 0.5) -> bool:
+    """Whether (N, H, W, C) images in [0, 1] look like DWPose renderings: limbs drawn on a black background, so
+    most pixels are dark. Video frames wired in by mistake are not."""
+    brightest = frames[..., :3].float().amax(dim=-1)
+    return bool((brightest < dark).float().mean() >= share)
+
+
 def adapter_frames(images: Any, video_size: tuple[int, int], num_frames: int | None = None) -> torch.Tensor:
     """Drawn pose images -> the adapter's frames, float32 (3, T, H/2, W/2) in [0, 1].
 

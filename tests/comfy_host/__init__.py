@@ -2,8 +2,8 @@
 
 ComfyUI is not on PyPI and CI has no network, so the node and workflow tests run against these modules, which
 mirror ComfyUI v0.3.64's API: ``comfy_api.latest`` (``io``, ``ComfyExtension``), ``comfy.utils.ProgressBar``,
-``comfy.model_management``, ``comfy.model_patcher.ModelPatcher``, ``comfy.cli_args``, ``latent_preview`` and
-``folder_paths``, plus the core nodes the
+``comfy.model_management``, ``comfy.model_patcher.ModelPatcher``, ``comfy.cli_args``, ``latent_preview``,
+``folder_paths``, ``server.PromptServer`` (progress text) and ``comfy_execution.utils`` (the running node), plus the core nodes the
 shipped workflows use (``core_nodes``) and the workflow formats (``workflow``). The real server is covered by
 tests/test_comfyui_integration.py.
 
@@ -27,7 +27,7 @@ from typing import Callable, Iterator, Optional
 
 HOST_DIR = Path(__file__).resolve().parent
 REPO_ROOT = HOST_DIR.parents[1]
-_HOST_MODULES = ("comfy_api", "comfy", "folder_paths", "latent_preview")
+_HOST_MODULES = ("comfy_api", "comfy", "comfy_execution", "folder_paths", "latent_preview", "server")
 
 
 @dataclass

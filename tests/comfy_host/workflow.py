@@ -118,6 +118,8 @@ def ui_to_api(ui: dict, specs: dict[str, NodeSpec]) -> dict[str, dict]:
 def execute_prompt(prompt: dict[str, dict], classes: dict[str, Any]) -> dict[str, Any]:
     """Run an API prompt as the server does: only what its output nodes need, every node after its inputs, a
     linked input taking the source's output value. Returns each node's NodeOutput by node id."""
+    from comfy_execution.utils import CurrentNodeContext
+
     done: dict[str, Any] = {}
 
     def run(node_id: str) -> Any:
@@ -125,10 +127,51 @@ def execute_prompt(prompt: dict[str, dict], classes: dict[str, Any]) -> dict[str
             node = prompt[node_id]
             kwargs = {name: run(value[0]).result[value[1]] if isinstance(value, list) else value
                       for name, value in node["inputs"].items()}
-            done[node_id] = classes[node["class_type"]].EXECUTE_NORMALIZED(**kwargs)
+            with CurrentNodeContext("prompt", node_id):
+                done[node_id] = classes[node["class_type"]].EXECUTE_NORMALIZED(**kwargs)
         return done[node_id]
 
     for node_id, node in prompt.items():
         if classes[node["class_type"]].GET_SCHEMA().is_output_node:
             run(node_id)
     return done
+
+
+def validate_prompt(prompt: dict[str, dict], classes: dict[str, Any]) -> dict[str, list[dict]]:
+    """The errors ComfyUI's /prompt returns, by node id ({}: accepted), as its ``execution.validate_inputs``
+    (v0.3.64) finds them: a widget value that does not convert to INT/FLOAT fails; one outside min/max fails
+    unless the node's ``validate_inputs`` names that widget (V3 combo values are not checked at all); then
+    ``validate_inputs`` is called with the widgets it names (linked ones as None) and, when it does not return
+    True, gives one ``custom_validation_failed`` error per named widget with its answer. Every node is checked,
+    so all errors come back at once."""
+    import inspect
+
+    from comfy_api.latest import io
+
+    errors: dict[str, list[dict]] = {}
+    for node_id, node in prompt.items():
+        cls = classes[node["class_type"]]
+        validator = cls.validate_inputs
+        custom = validator.__func__ is not io.ComfyNode.validate_inputs.__func__
+        named = [a for a in inspect.getfullargspec(validator).args if a != "cls"] if custom else []
+        found, values = [], {}
+        for spec in cls.GET_SCHEMA().inputs or []:
+            value = node["inputs"].get(spec.id)
+            if value is None or isinstance(value, list):
+                continue
+            try:
+                value = {"INT": int, "FLOAT": float}.get(spec.io_type, lambda v: v)(value)
+            except (TypeError, ValueError) as error:
+                found.append({"type": "invalid_input_type", "details": f"{spec.id}, {value}, {error}"})
+                continue
+            values[spec.id] = value
+            low, high = getattr(spec, "min", None), getattr(spec, "max", None)
+            if spec.id not in named and ((low is not None and value < low) or (high is not None and value > high)):
+                found.append({"type": "value_out_of_range", "details": spec.id})
+        if named:
+            answer = validator(**{name: values.get(name) for name in named})
+            if answer is not True:
+                found += [{"type": "custom_validation_failed", "details": f"{name} - {answer}"} for name in named]
+        if found:
+            errors[node_id] = found
+    return errors
