@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from ditalker_core.pipeline.estimate import peak_memory  # noqa: E402
+
 SHARED = ROOT.parent / "shared" / "fixtures" / "ditalker_official"
 
 
@@ -57,42 +59,20 @@ def inputs(cfg: dict, frames: int, height: int, width: int, dtype: torch.dtype, 
     return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in x.items()}
 
 
-def _peak_reset(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            pass
-
-
-def _peak_bytes(device: str) -> int:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated()
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def time_forward(model: torch.nn.Module, kwargs: dict, repeat: int, device: str) -> dict:
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    times = []
     with torch.no_grad():
         model(**kwargs)  # warm-up
-        _peak_reset(device)
-        times = []
-        for _ in range(repeat):
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            model(**kwargs)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
+        with peak_memory(torch.device(device)) as peak:
+            for _ in range(repeat):
+                sync()
+                start = time.perf_counter()
+                model(**kwargs)
+                sync()
+                times.append(time.perf_counter() - start)
     return {"forward_s_median": round(statistics.median(times), 4), "forward_s_all": [round(t, 4) for t in times],
-            "peak_mib": round(_peak_bytes(device) / 2**20, 1)}
+            "peak_mib": round(peak.peak / 2**20, 1)}
 
 
 def build_ours(config: str, dtype: torch.dtype, device: str) -> tuple[torch.nn.Module, dict]:

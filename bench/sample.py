@@ -65,14 +65,14 @@ def guidance_overhead(pipe: DiTalkerPipeline, height: int, width: int, repeat: i
     cond = conditions(pipe, frames, height, width)
     window = pipe.plan(frames, 8)[0]
     options = SamplingOptions(guidance=Guidance(5.0, 6.0, 7.0))
-    inputs = pipe._branch_inputs(cond, window, options, clip_on=True)
+    inputs = pipe.branch_inputs(cond, window, options, clip_on=True)
     latents = torch.randn(1, 4, frames // 4, height // 8, width // 8, device=device, dtype=model.dtype)
     inpaint = torch.randn(1, 8, *latents.shape[2:], device=device, dtype=model.dtype)
     t = torch.tensor([500], device=device)
     batch = len(options.guidance.branches())
 
     def guided() -> None:
-        pipe._predict(latents, t, inpaint, inputs, options)
+        pipe.predict(latents, t, inpaint, inputs, options)
 
     def plain() -> None:
         model(latents.expand(batch, -1, -1, -1, -1), t.expand(batch),
@@ -114,7 +114,7 @@ def one_run(pipe: DiTalkerPipeline, args: argparse.Namespace, seconds: float) ->
         total = time.perf_counter() - start
     return {"seconds_of_audio": seconds, "frames": produced, "windows": len(pipe.plan(frames, options.overlap)),
             "total_s": round(total, 3), "step_s_median": round(sorted(steps)[len(steps) // 2], 4),
-            "peak_mib": round(peak[0] / 2**20, 1)}
+            "peak_mib": round(peak.peak / 2**20, 1)}
 
 
 def main() -> None:

@@ -1,9 +1,8 @@
 """Peak memory and time of the MagViT VAE's streaming decode at 33 and 257 frames, with random weights.
 
-Prints one JSON line. On CPU each measurement runs in a fresh subprocess and reads that process's
-``ru_maxrss`` (tracemalloc does not see torch's allocations, and a high-water mark cannot be reset);
-on CUDA it uses ``torch.cuda.max_memory_allocated``. ``decode_mib`` is the peak minus what the model
-and the latents already held, i.e. what decoding itself costs.
+Prints one JSON line. Memory is read by ``ditalker_core.pipeline.estimate.peak_memory`` (resident memory on
+the CPU, each measurement in a fresh subprocess; ``max_memory_allocated`` on CUDA). ``decode_mib`` is the peak
+minus what the model and the latents already held, i.e. what decoding itself costs.
 
     python bench/vae.py [--config small|full] [--height 64] [--width 64] [--device cpu] [--dtype float32]
 """
@@ -12,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -25,16 +23,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ditalker_core.models.vae import AutoencoderKLMagvit  # noqa: E402
+from ditalker_core.pipeline.estimate import peak_memory  # noqa: E402
 
 CONFIGS = {"full": {}, "small": {"ch": 32, "norm_num_groups": 8, "use_tiling": False}}
 FRAMES = (33, 257)
 MIB = 2**20
-
-
-def _peak_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def _measure_here(config: str, frames: int, height: int, width: int, device: str, dtype: str) -> dict:
@@ -43,21 +36,13 @@ def _measure_here(config: str, frames: int, height: int, width: int, device: str
     model = AutoencoderKLMagvit(**CONFIGS[config]).to(dev, getattr(torch, dtype)).eval()
     latents = 1 + (frames - 1) // 4 if frames % 2 else frames // 4
     z = torch.randn(1, 4, latents, height // 8, width // 8, device=dev, dtype=model.dtype)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        baseline = torch.cuda.memory_allocated(dev)
-    else:
-        baseline = _peak_bytes(dev)
     start = time.perf_counter()
     decoded = 0
-    with torch.no_grad():
+    with torch.no_grad(), peak_memory(dev) as memory:
         for chunk in model.decode_stream(z):  # consumed and dropped, as a video writer would
             decoded += chunk.shape[2]
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - start
-    peak = _peak_bytes(dev)
+    peak, baseline = memory.peak, memory.start
     return {"frames": decoded, "latent_frames": latents, "seconds": round(seconds, 3),
             "peak_mib": round(peak / MIB, 1), "baseline_mib": round(baseline / MIB, 1),
             "decode_mib": round((peak - baseline) / MIB, 1)}

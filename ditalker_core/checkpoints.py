@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 import torch
+from accelerate import init_empty_weights
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from diffusers.models.embeddings import PatchEmbed, get_2d_sincos_pos_embed
 from torch import nn
 
 from .errors import InputError, MissingModelError, WrongWeightsError
-from .models.motion_module import FramePositionalEncoding
-from .models.seem import SinusoidPositions
 from .models.transformer import DiTalkerTransformer3DModel, module_group
 from .models.vae import AutoencoderKLMagvit
 
@@ -61,18 +59,6 @@ def config_from_official(official: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError("enable_repa_1 (REPA on re-embedded predictions) is not supported; use enable_repa_2")
     config["repa_depth"] = 8  # the official __init__ forces encoder_depth to 8 whatever the config says
     return config
-
-
-def rebuild_fixed_tables(model: nn.Module, device: torch.device | str = "cpu") -> None:
-    """Recreate the fixed sinusoid buffers that files need not store (motion-module ``pe``, SEEM ``pos_table``,
-    and the patch embedding's non-persistent 2D table), e.g. after building on the meta device."""
-    for module in model.modules():
-        if isinstance(module, (FramePositionalEncoding, SinusoidPositions)):
-            module.rebuild(device)
-        elif isinstance(module, PatchEmbed) and module.pos_embed is not None:
-            table = get_2d_sincos_pos_embed(module.pos_embed.shape[-1], module.height, base_size=module.base_size,
-                                            interpolation_scale=module.interpolation_scale, output_type="pt")
-            module.register_buffer("pos_embed", table.float().unsqueeze(0).to(device), persistent=False)
 
 
 def _is_fixed_table(key: str) -> bool:
@@ -222,14 +208,14 @@ def _owned(tensor: torch.Tensor) -> torch.Tensor:
 
 def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], allow_missing_groups: Iterable[str] = ()
               ) -> list[str]:
-    """Check, then load ``state`` into ``model`` (which may live on the meta device); returns missing keys."""
+    """Check, then load ``state`` into ``model`` (whose weights may be empty, from ``init_empty_weights``: its
+    fixed tables are buffers, built as usual); returns missing keys."""
     missing = check_keys(model, state, allow_missing_groups)
     on_meta = any(p.is_meta for p in model.parameters())
     if on_meta:  # assigned, not copied: give each weight its own allocation (see _owned)
         state = {k: _owned(v) for k, v in state.items()}
     model.load_state_dict(dict(state), strict=False, assign=on_meta)
     if on_meta:
-        rebuild_fixed_tables(model)
         still_meta = [n for n, p in model.state_dict().items() if p.is_meta]
         if still_meta:
             raise InputError(_describe("uninitialised (missing from the file)", still_meta))
@@ -282,11 +268,11 @@ def load_transformer(path: str | os.PathLike, config: Optional[Mapping[str, Any]
         partial = False
     if partial and "backbone" not in json.loads(metadata["modules"]):
         raise InputError(f"{Path(path).name} holds only the modules {json.loads(metadata['modules'])}: load the "
-                         f"full model it was trained from, then this file over it (load_modules; in ComfyUI the "
-                         f"loader's 'modules' input)")
+                         f"full model it was trained from, then this file over it (load_modules); for ComfyUI, "
+                         f"export a complete file (training: checkpoint.trained_only=false)")
     upstream_backbone = not any(module_group(k) != "backbone" for k in state)
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    with torch.device("meta"):
+    with init_empty_weights():
         probe = DiTalkerTransformer3DModel(**config)
     allowed = [g for g in set(map(module_group, probe.state_dict())) if g != "backbone"] \
         if (upstream_backbone or partial) else []
@@ -308,7 +294,7 @@ def load_vae(path: str | os.PathLike, dtype: torch.dtype = torch.float32, device
     state, metadata = read_state_dict(path)
     check_kind(path, "vae", kind_of_keys(state, metadata))
     config = json.loads(metadata["config"]) if metadata.get("format") == FORMAT else {}
-    with torch.device("meta"):
+    with init_empty_weights():
         model = AutoencoderKLMagvit.from_config(config)
     load_into(model, state)
     return nn.Module.to(model, device=device, dtype=dtype).eval().requires_grad_(False)

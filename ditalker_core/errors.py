@@ -35,3 +35,13 @@ class WrongWeightsError(InputError):
     def __init__(self, message: str, kind: str, expected: str):
         super().__init__(message)
         self.kind, self.expected = kind, expected
+
+
+class ConditionError(InputError):
+    """A condition that does not fit the others (made from another audio, reference or model). ``field`` is the
+    ``Conditions`` field, ``problem`` what is wrong and ``fix`` the fix in library terms, so a front end can name
+    its own inputs instead (the ComfyUI nodes name the node to reconnect)."""
+
+    def __init__(self, field: str, problem: str, fix: str):
+        super().__init__(f"{problem}; {fix}")
+        self.field, self.problem, self.fix = field, problem, fix

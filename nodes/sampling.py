@@ -12,8 +12,8 @@ import latent_preview
 import torch
 from comfy_api.latest import io
 
-from ..ditalker_core.errors import InputError
-from ..ditalker_core.pipeline import (Conditions, DiTalkerPipeline, Guidance, SampledVideo, SamplingOptions,
+from ..ditalker_core.errors import ConditionError, InputError
+from ..ditalker_core.pipeline import (Conditions, DiTalkerPipeline, Guidance, SamplingOptions,
                                       decode_video, estimate_run)
 from ..ditalker_core.pipeline.preview import LatentRGB, fit_latent_rgb, frame_strip
 from ..ditalker_core.pipeline.scheduling import SCHEDULERS
@@ -22,7 +22,7 @@ from ..ditalker_core.pipeline.windows import check_overlap
 from .loaders import ManagedModel
 from .validation import check
 from .sockets import (AUDIO_FEATURES, EMOTION, LATENTS, MODEL, PHONEMES, POSE, REFERENCE, SPEED, STYLE, VAE,
-                      AudioCondition, EmotionCondition, ReferenceCondition, StyleCondition)
+                      AudioCondition, EmotionCondition, LatentVideo, ReferenceCondition, StyleCondition)
 
 log = logging.getLogger("ditalker")
 
@@ -91,23 +91,24 @@ def _conditions(reference: ReferenceCondition, audio: AudioCondition, phonemes: 
     )
 
 
-def _check_links(model: ManagedModel, reference: ReferenceCondition, audio: AudioCondition,
-                 phonemes: Optional[torch.Tensor], style: Optional[StyleCondition], pose: Optional[torch.Tensor]
-                 ) -> None:
-    """Conditions made from another audio, reference or for another model: name the input and what to reconnect."""
-    frames = audio.num_frames
-    if phonemes is not None and len(phonemes) != frames:
-        raise InputError(f"phonemes cover {len(phonemes)} frames but audio_features has {frames}: connect DiTalker "
-                         f"Phonemes to the same DiTalker Audio Encode as the sampler")
-    half = (reference.image.shape[1] // 2, reference.image.shape[2] // 2)
-    if pose is not None and (pose.shape[1] != frames or tuple(pose.shape[2:]) != half):
-        raise InputError(f"pose is {pose.shape[1]} frames of {tuple(pose.shape[2:])} but this video needs {frames} "
-                         f"frames of {half}: connect DiTalker Pose to the same DiTalker Reference and Audio Encode "
-                         f"as the sampler")
-    longest = model.module.config.style_max_len
-    if style is not None and style.clip.shape[0] > longest:
-        raise InputError(f"style holds {style.clip.shape[0]} frames but this model reads at most {longest}: set "
-                         f"style_length of DiTalker Style Encode to {longest}")
+# What the user reconnects when the pipeline's check finds a condition that does not fit (by Conditions field).
+RECONNECT = {
+    "phoneme_ids": ("phonemes", "connect DiTalker Phonemes to the same DiTalker Audio Encode as the sampler"),
+    "pose_video": ("pose", "connect DiTalker Pose to the same DiTalker Reference and Audio Encode as the sampler"),
+    "style_clip": ("style", "set style_length of DiTalker Style Encode to {style_max_len}"),
+    "audio_features": ("audio_features", "pick the Whisper encoder this model was trained with in DiTalker Audio "
+                                         "Encode"),
+}
+
+
+def _check(pipeline: DiTalkerPipeline, conditions: Conditions, options: SamplingOptions) -> None:
+    """The pipeline's own check, its error reworded with the sampler's inputs and the node to reconnect."""
+    try:
+        pipeline.check_inputs(conditions, options)
+    except ConditionError as error:
+        name, fix = RECONNECT[error.field]
+        raise InputError(f"{name} does not fit: {error.problem}; "
+                         f"{fix.format(**pipeline.transformer.config)}") from error
 
 
 def _model_inputs() -> list[io.Input]:
@@ -191,21 +192,14 @@ class DiTalkerSampler(io.ComfyNode):
                 audio_features: AudioCondition, phonemes: Optional[torch.Tensor] = None,
                 style: Optional[StyleCondition] = None, emotion: Optional[EmotionCondition] = None,
                 pose: Optional[torch.Tensor] = None, **sampling: Any) -> io.NodeOutput:
-        _check_links(model, reference, audio_features, phonemes, style, pose)
         pipeline = _pipeline(model, vae)
         conditions = _conditions(reference, audio_features, phonemes, style, emotion, pose)
         options = _options(**sampling)
+        _check(pipeline, conditions, options)
         live = LivePreview(pipeline.vae, reference.image, pipeline.total_steps(conditions.num_frames, options))
         video = pipeline.sample(conditions, options, live.progress,
                                 live.estimate if live.previewer is not None else None)
         return io.NodeOutput(LatentVideo(video, audio_features))
-
-
-class LatentVideo:
-    """Sampled window latents plus the audio they were driven by (for the decode node's audio output)."""
-
-    def __init__(self, video: SampledVideo, audio: AudioCondition):
-        self.video, self.audio = video, audio
 
 
 def _trim_audio(audio: dict[str, Any], frames: int, fps: float) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from typing import Any, Optional
 import torch
 from comfy_api.latest import io
 
+from ..ditalker_core.pipeline import SampledVideo
+
 MODEL = io.Custom("DITALKER_MODEL")
 VAE = io.Custom("DITALKER_VAE")
 AUDIO_FEATURES = io.Custom("DITALKER_AUDIO")
@@ -50,3 +52,11 @@ class EmotionCondition:
 class ReferenceCondition:
     image: torch.Tensor  # (3, H, W) in [-1, 1] at the output size
     clip_embedding: Optional[torch.Tensor]  # (768,)
+
+
+@dataclass
+class LatentVideo:
+    """Sampled window latents plus the audio they were driven by (for the decode node's audio output)."""
+
+    video: SampledVideo
+    audio: AudioCondition

@@ -184,7 +184,7 @@ def test_without_aligner_text_is_spread_evenly(table, caplog):
 
 
 def test_missing_whisperx_and_models_say_what_to_install(wav2vec2, tmp_path, monkeypatch):
-    with pytest.raises(MissingModelError, match="models/wav2vec2"):
+    with pytest.raises(MissingModelError, match="models/ditalker/wav2vec2"):
         Aligner.from_pretrained(tmp_path / "none", "zh")
     monkeypatch.setitem(sys.modules, "whisperx", None)
     with pytest.raises(ImportError, match="pip install --no-deps whisperx"):

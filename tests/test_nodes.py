@@ -241,14 +241,14 @@ def test_conditions_from_another_reference_audio_or_model_are_explained(host, ti
     pose_images = torch.rand(4, 40, 40, 3)
     (pose,) = run(host, "DiTalkerPose", reference=bigger, audio_features=base["audio_features"],
                   pose_images=pose_images)
-    with pytest.raises(errors.InputError, match="connect DiTalker Pose to the same DiTalker Reference"):
+    with pytest.raises(errors.InputError, match="pose does not fit: pose_video frames are .* connect DiTalker Pose to the same DiTalker Reference"):
         sample_and_decode(host, base, pose=pose)
 
     other, _ = run(host, "DiTalkerAudioEncode", audio=audio_dict(np.zeros(8000), 16000), whisper=names["whisper"],
                    fps=FPS)
     (phonemes,) = run(host, "DiTalkerPhonemes", audio_features=other, transcript="Hi.", language="en",
                       aligner="none")
-    with pytest.raises(errors.InputError, match="phonemes cover 3 frames but audio_features has 8"):
+    with pytest.raises(errors.InputError, match="phonemes does not fit: phoneme_ids covers 3 frames but the audio gives 8; connect DiTalker Phonemes"):
         sample_and_decode(host, base, phonemes=phonemes)
 
     np.save(Path(host.folder_paths.get_input_directory()) / "style.npy", np.random.rand(300, 64))

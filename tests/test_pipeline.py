@@ -135,17 +135,26 @@ def test_progress_every_step_and_cancel_between_steps(pipe: DiTalkerPipeline) ->
 
 
 def test_mismatched_conditions_are_explained(pipe: DiTalkerPipeline) -> None:
-    cond = conditions(pipe, 16)
-    cond.audio_features = cond.audio_features[:10]
-    with pytest.raises(InputError, match="audio_features covers 10 frames but the audio gives 16"):
-        pipe(cond, SamplingOptions(steps=1))
-    cond = conditions(pipe, 16)
-    cond.pose_video = torch.rand(3, 16, 8, 8)
-    with pytest.raises(InputError, match="half the video size"):
-        pipe(cond, SamplingOptions(steps=1))
+    """The pipeline's one input check: each misfit names its Conditions field (the nodes reword by it)."""
+    from ditalker_core.errors import ConditionError
+
+    cases = {"audio_features": ("audio_features covers 10 frames but the audio gives 16",
+                                lambda c: c.audio_features[:10]),
+             "phoneme_ids": ("phoneme_ids covers 20 frames but the audio gives 16",
+                             lambda c: torch.zeros(20, dtype=torch.long)),
+             "pose_video": ("pose_video frames are (8, 8) but this video needs half its size",
+                            lambda c: torch.rand(3, 16, 8, 8)),
+             "style_clip": (f"style_clip holds {pipe.transformer.config.style_max_len + 1} frames but this model "
+                            f"reads at most {pipe.transformer.config.style_max_len}",
+                            lambda c: torch.zeros(pipe.transformer.config.style_max_len + 1, 64))}
+    for field, (words, make) in cases.items():
+        cond = conditions(pipe, 16)
+        setattr(cond, field, make(cond))
+        with pytest.raises(ConditionError, match=words.replace("(", r"\(").replace(")", r"\)")) as error:
+            pipe(cond, SamplingOptions(steps=1))
+        assert error.value.field == field
     with pytest.raises(InputError, match="0 video frames"):
-        pipe(conditions(pipe, 1) if False else Conditions(reference=cond.reference, num_frames=0),
-             SamplingOptions(steps=1))
+        pipe(Conditions(reference=conditions(pipe, 16).reference, num_frames=0), SamplingOptions(steps=1))
 
 
 def test_sixty_seconds_of_audio_exact_frames_and_no_seams(pipe: DiTalkerPipeline) -> None:
@@ -196,7 +205,7 @@ def test_phoneme_windows_at_a_window_border_see_the_previous_frames(pipe: DiTalk
     cond = conditions(pipe, 40, seed=6)
     half = pipe.transformer.config.phoneme_window // 2
     ids = cond.phoneme_ids
-    inputs = pipe._branch_inputs(cond, Window(24, 56, 8), SamplingOptions(guidance=Guidance.single(1.0)), True)
+    inputs = pipe.branch_inputs(cond, Window(24, 56, 8), SamplingOptions(guidance=Guidance.single(1.0)), True)
     rows = inputs["phoneme_win"][0]  # the branch that sees the style group
     assert rows[0].tolist() == ids[24 - half: 24 + half + 1].tolist()  # frame 24's window reaches back to 24 - half
     assert rows[15, : half + 1].tolist() == ids[39 - half: 40].tolist()

@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 
 FPS = 25
 SAMPLE_RATE = 16000
-PHONEME_PADDING = 74  # official get_audio_window
 MASK_DIRS = {"eye": "eye_masks", "lip": "lip_mask", "face": "face_mask"}
 _MAX_RETRIES = 10
 
@@ -258,7 +257,7 @@ class ClipDataset(Dataset):
         sample = {
             "pixel_values": frames,  # (F, 3, H, W) uint8
             "audio": features[start:start + count].float(),  # (F, 50, d)
-            "phoneme_win": phoneme_windows(ids, PHONEME_PADDING)[start:start + count],  # (F, 11)
+            "phoneme_win": phoneme_windows(ids)[start:start + count],  # (F, 11)
             "style_clip": style_clip, "pad_mask": pad_mask,
             "pose": pose,  # (F, 3, H/2, W/2) uint8
             "eye_mask": masks["eye"], "face_mask": masks["face"], "lip_mask": masks["lip"],

@@ -39,7 +39,7 @@ SAMPLE_RATE = 16000
 WINDOW = 5  # official get_audio_window(phoneme, 5): 11 ids per frame
 DEFAULT_TABLE = Path(__file__).parent / "data" / "phonemes.json"
 LANGUAGES = ("en", "zh")
-ALIGN_FOLDER = "models/wav2vec2"
+ALIGN_FOLDER = "models/ditalker/wav2vec2"  # where the README and the nodes keep them
 ALIGN_SOURCES = {
     "en": "https://huggingface.co/facebook/wav2vec2-base-960h",
     "zh": "https://huggingface.co/jonatasgrosman/wav2vec2-large-xlsr-53-chinese-zh-cn",
@@ -97,8 +97,17 @@ def language_mismatch(text: str, language: str) -> str | None:
     return None
 
 
-def phoneme_windows(ids: list[int] | np.ndarray | torch.Tensor, padding: int = 74, win: int = WINDOW) -> torch.Tensor:
-    """(F,) ids -> (F, 2 * win + 1) long windows, padded past both ends (official get_audio_window)."""
+@functools.cache
+def default_table() -> PhonemeTable:
+    """The shipped table (``data/phonemes.json``), read once: its padding id pads every phoneme window."""
+    return PhonemeTable.load()
+
+
+def phoneme_windows(ids: list[int] | np.ndarray | torch.Tensor, padding: int | None = None, win: int = WINDOW
+                    ) -> torch.Tensor:
+    """(F,) ids -> (F, 2 * win + 1) long windows, padded past both ends (official get_audio_window) with the
+    table's padding id (the shipped table's by default)."""
+    padding = default_table().padding if padding is None else padding
     ids = torch.as_tensor(np.asarray(ids), dtype=torch.long).flatten()
     padded = torch.cat([ids.new_full((win,), padding), ids, ids.new_full((win,), padding)])
     return padded.unfold(0, 2 * win + 1, 1)

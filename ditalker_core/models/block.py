@@ -14,12 +14,12 @@ import torch
 from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
+from diffusers.models.normalization import FP32LayerNorm
 from einops import rearrange
 from torch import nn
 
 from .attention import DiTalkerAttnProcessor
 from .motion_module import MotionModule
-from .normalization import FP32LayerNorm
 
 
 def _cross_attention(dim: int, heads: int, dim_head: int, cross_attention_dim: int, bias: bool) -> Attention:

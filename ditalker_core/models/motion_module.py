@@ -13,11 +13,11 @@ from typing import Sequence
 import torch
 from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
+from diffusers.models.normalization import FP32LayerNorm
 from einops import rearrange
 from torch import nn
 
 from .attention import DiTalkerAttnProcessor
-from .normalization import FP32LayerNorm
 
 _FRAME_TABLES: dict[tuple[int, int, str], torch.Tensor] = {}
 
@@ -47,10 +47,6 @@ class FramePositionalEncoding(nn.Module):
     def __init__(self, dim: int, max_len: int = 4096):
         super().__init__()
         self.register_buffer("pe", frame_position_table(dim, max_len))
-
-    def rebuild(self, device: torch.device | str) -> None:
-        """Recreate the table (after building on the meta device, or when a file did not store it)."""
-        self.pe = frame_position_table(self.pe.shape[-1], self.pe.shape[1], device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.pe[:, : x.shape[1]].to(x.dtype)

@@ -35,9 +35,6 @@ class SinusoidPositions(nn.Module):
         super().__init__()
         self.register_buffer("pos_table", sinusoid_table(length, dim))
 
-    def rebuild(self, device: torch.device | str) -> None:
-        self.pos_table = sinusoid_table(self.pos_table.shape[1], self.pos_table.shape[2]).to(device)
-
     def forward(self, length: int) -> torch.Tensor:
         return self.pos_table[:, :length]
 

@@ -142,31 +142,15 @@ def save_syncnet(net: SyncNet, path: str | Path) -> None:
 
 
 # ----------------------------------------------------------------------------- inputs
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    """Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above."""
-    hz = np.asarray(hz, dtype=np.float64)
-    mel = hz / (200.0 / 3)
-    log_region = hz >= 1000.0
-    return np.where(log_region, 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / (np.log(6.4) / 27.0), mel)
-
-
-def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    mel = np.asarray(mel, dtype=np.float64)
-    return np.where(mel >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel - 15.0)), mel * (200.0 / 3))
-
-
 @lru_cache(maxsize=1)
 def mel_filterbank() -> np.ndarray:
-    """(80, 401) triangular filters with Slaney area normalisation (librosa.filters.mel, norm='slaney')."""
-    fft_freqs = np.linspace(0, SAMPLE_RATE / 2, 1 + _N_FFT // 2)
-    mel_freqs = _mel_to_hz(np.linspace(_hz_to_mel(_FMIN), _hz_to_mel(_FMAX), _N_MELS + 2))
-    widths = np.diff(mel_freqs)
-    ramps = mel_freqs[:, None] - fft_freqs[None, :]
-    lower = -ramps[:-2] / widths[:-1, None]
-    upper = ramps[2:] / widths[1:, None]
-    weights = np.maximum(0, np.minimum(lower, upper))
-    weights *= (2.0 / (mel_freqs[2:] - mel_freqs[:-2]))[:, None]
-    return weights.astype(np.float32)
+    """(80, 401) triangular filters with Slaney area normalisation (librosa.filters.mel, norm='slaney', which
+    Wav2Lip used), from transformers' audio utilities."""
+    from transformers.audio_utils import mel_filter_bank
+
+    return mel_filter_bank(num_frequency_bins=1 + _N_FFT // 2, num_mel_filters=_N_MELS, min_frequency=_FMIN,
+                           max_frequency=_FMAX, sampling_rate=SAMPLE_RATE, norm="slaney",
+                           mel_scale="slaney").T.astype(np.float32)
 
 
 def melspectrogram(audio: np.ndarray) -> np.ndarray:

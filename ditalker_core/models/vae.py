@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from accelerate import init_empty_weights
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.activations import get_activation
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
@@ -301,7 +302,7 @@ class AutoencoderKLMagvit(ModelMixin, ConfigMixin):
         missing = [f for f in files if not f.is_file()]
         if missing:
             raise MissingModelError("EasyAnimateV3 VAE", missing, folder, WEIGHTS_SOURCE)
-        with torch.device("meta"):
+        with init_empty_weights():
             model = cls.from_config(json.loads(files[0].read_text()))
         model.load_state_dict(load_file(files[1]), strict=True, assign=True)
         return model.to(dtype).eval()

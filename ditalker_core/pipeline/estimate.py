@@ -35,31 +35,39 @@ class RunEstimate:
                 f"{self.peak_bytes / 2**30:.2f} GiB")
 
 
-def _rss_peak_bytes() -> int:
+def _proc_status_bytes(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return 0
 
 
+@dataclass
+class PeakMemory:
+    start: int = 0  # bytes in use when the block began (model, inputs)
+    peak: int = 0  # the most bytes in use during the block
+
+
 @contextmanager
-def peak_memory(device: torch.device) -> Iterator[list[int]]:
-    """Yields a list that holds, after the block, the peak bytes used during it (device memory on CUDA;
-    resident memory on the CPU, whose high-water mark Linux lets a process reset)."""
-    result = [0]
+def peak_memory(device: torch.device) -> Iterator[PeakMemory]:
+    """Memory in use at the start and at the peak of the block: device memory on CUDA; resident memory on the
+    CPU, whose high-water mark Linux lets a process reset. The run estimate and the benchmarks all use it."""
+    result = PeakMemory()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+        result.start = torch.cuda.memory_allocated(device)
         yield result
         torch.cuda.synchronize(device)
-        result[0] = torch.cuda.max_memory_allocated(device)
+        result.peak = torch.cuda.max_memory_allocated(device)
         return
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
+    result.start = _proc_status_bytes("VmRSS")
     yield result
-    result[0] = _rss_peak_bytes()
+    result.peak = _proc_status_bytes("VmHWM")
 
 
 @torch.no_grad()
@@ -76,22 +84,22 @@ def estimate_run(pipeline: DiTalkerPipeline, num_frames: int, height: int, width
         pose_video=torch.zeros(3, frames, height // 2, width // 2),
         emotion_tokens=torch.zeros(1, cfg.caption_channels), clip_embedding=torch.zeros(cfg.clip_embed_dim))
     windows = pipeline.plan(num_frames, options.overlap)
-    inputs = pipeline._branch_inputs(conditions, windows[0], options, clip_on=True)
+    inputs = pipeline.branch_inputs(conditions, windows[0], options, clip_on=True)
     channels = pipeline.vae.config.latent_channels
     latents = torch.zeros(1, channels, frames // 4, height // 8, width // 8, device=device, dtype=model.dtype)
     inpaint = torch.zeros(1, 2 * channels, *latents.shape[2:], device=device, dtype=model.dtype)
     t = torch.tensor([500], device=device)
     # The run's attention kernel; a step cache is left off, since how many steps it skips shows only in the run.
     with applied(model, Speedups(attention=options.speed.attention)):
-        pipeline._predict(latents, t, inpaint, inputs, options)  # warm-up (kernels, allocator)
+        pipeline.predict(latents, t, inpaint, inputs, options)  # warm-up (kernels, allocator)
         with peak_memory(device) as step_peak:
             start = time.perf_counter()
-            pipeline._predict(latents, t, inpaint, inputs, options)
+            pipeline.predict(latents, t, inpaint, inputs, options)
             step_seconds = time.perf_counter() - start
     with peak_memory(pipeline.vae.device) as decode_peak:
         start = time.perf_counter()
         for _ in decode_latents(pipeline.vae, latents):
             pass
         decode_seconds = time.perf_counter() - start
-    return RunEstimate(len(windows), pipeline._steps_run(options), step_seconds, decode_seconds,
-                       max(step_peak[0], decode_peak[0]), options.speed.cache != "off")
+    return RunEstimate(len(windows), pipeline.steps_run(options), step_seconds, decode_seconds,
+                       max(step_peak.peak, decode_peak.peak), options.speed.cache != "off")

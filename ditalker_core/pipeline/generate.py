@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
-from ..errors import InputError
-from ..extract.phonemes import phoneme_windows
+from ..errors import ConditionError, InputError
+from ..extract.phonemes import default_table, phoneme_windows
 from ..models.transformer import DiTalkerTransformer3DModel
 from .conditioning import inpaint_latents, slice_frames
 from .guidance import Guidance
@@ -24,7 +25,6 @@ from .windows import Window, plan_windows
 
 Progress = Callable[[int, int], None]
 Preview = Callable[[torch.Tensor], None]  # (1, C, f, h, w) scaled latents of the denoised estimate
-PHONEME_PAD = 74  # official window padding id
 
 
 @dataclass
@@ -86,38 +86,47 @@ class DiTalkerPipeline:
         return plan_windows(num_frames, self.window_frames, overlap)
 
     def total_steps(self, num_frames: int, options: SamplingOptions) -> int:
-        return len(self.plan(num_frames, options.overlap)) * self._steps_run(options)
+        return len(self.plan(num_frames, options.overlap)) * self.steps_run(options)
 
     @staticmethod
-    def _steps_run(options: SamplingOptions) -> int:
+    def steps_run(options: SamplingOptions) -> int:
+        """Steps each window runs (fewer than ``steps`` below denoise 1)."""
         return max(1, min(options.steps, round(options.steps * options.denoise)))
 
-    def _check(self, conditions: Conditions, options: SamplingOptions) -> None:
+    def check_inputs(self, conditions: Conditions, options: SamplingOptions) -> None:
+        """The one check of a run's inputs (as diffusers' ``check_inputs``): conditions that do not fit each other
+        or this model raise a ConditionError naming the field; the nodes reword it with their inputs."""
         cfg, n = self.transformer.config, conditions.num_frames
         if n < 1:
             raise InputError("the audio is empty (0 video frames); give audio of at least one frame")
         _, height, width = conditions.reference.shape
         if height % 16 or width % 16:
             raise InputError(f"reference is {height}x{width}: prepare it with prepare_reference (multiples of 16)")
-        for name, value, frames in (("audio_features", conditions.audio_features, 0),
-                                    ("phoneme_ids", conditions.phoneme_ids, 0),
-                                    ("pose_video", conditions.pose_video, 1)):
-            if value is not None and value.shape[frames] < n:
-                raise InputError(f"{name} covers {value.shape[frames]} frames but the audio gives {n}; extract it "
-                                 f"from the same audio/video at the same fps")
+        for name, value, axis in (("audio_features", conditions.audio_features, 0),
+                                  ("phoneme_ids", conditions.phoneme_ids, 0),
+                                  ("pose_video", conditions.pose_video, 1)):
+            if value is not None and value.shape[axis] != n:
+                raise ConditionError(name, f"{name} covers {value.shape[axis]} frames but the audio gives {n}",
+                                     "extract it from the same audio/video at the same fps")
         if conditions.pose_video is not None and tuple(conditions.pose_video.shape[2:]) != (height // 2, width // 2):
-            raise InputError(f"pose_video frames are {tuple(conditions.pose_video.shape[2:])}, the pose adapter "
-                             f"takes half the video size {(height // 2, width // 2)}")
+            raise ConditionError("pose_video", f"pose_video frames are {tuple(conditions.pose_video.shape[2:])} but "
+                                 f"this video needs half its size, {(height // 2, width // 2)}",
+                                 "render the pose at half the reference's size")
         if conditions.audio_features is not None and conditions.audio_features.shape[1:] != (
                 cfg.audio_window, cfg.audio_feature_dim):
-            raise InputError(f"audio_features windows are {tuple(conditions.audio_features.shape[1:])}, the model "
-                             f"takes ({cfg.audio_window}, {cfg.audio_feature_dim}): use the matching Whisper encoder")
+            raise ConditionError("audio_features", f"audio_features windows are "
+                                 f"{tuple(conditions.audio_features.shape[1:])}, the model takes "
+                                 f"({cfg.audio_window}, {cfg.audio_feature_dim})", "use the matching Whisper encoder")
+        if conditions.style_clip is not None and conditions.style_clip.shape[0] > cfg.style_max_len:
+            raise ConditionError("style_clip", f"style_clip holds {conditions.style_clip.shape[0]} frames but this "
+                                 f"model reads at most {cfg.style_max_len}",
+                                 f"cut it to {cfg.style_max_len} (make_style_clip)")
         if not 0 < options.denoise <= 1:
             raise InputError(f"denoise must be in (0, 1], got {options.denoise}")
 
     # ------------------------------------------------------------------------------------------------------
-    def _branch_inputs(self, conditions: Conditions, window: Window, options: SamplingOptions,
-                       clip_on: bool) -> dict[str, torch.Tensor]:
+    def branch_inputs(self, conditions: Conditions, window: Window, options: SamplingOptions,
+                      clip_on: bool) -> dict[str, torch.Tensor]:
         """Model inputs for every guidance branch, stacked on the batch axis (nulls where a branch lacks a group)."""
         model, cfg = self.transformer, self.transformer.config
         device, dtype = model.device, model.dtype
@@ -134,8 +143,8 @@ class DiTalkerPipeline:
                                  dtype=dtype)
         # Windows over the whole sequence, then sliced: a window border must see its neighbours' phonemes.
         phonemes = None if conditions.phoneme_ids is None else slice_frames(
-            phoneme_windows(conditions.phoneme_ids.cpu(), PHONEME_PAD, cfg.phoneme_window // 2), start, end,
-            PHONEME_PAD)
+            phoneme_windows(conditions.phoneme_ids.cpu(), win=cfg.phoneme_window // 2), start, end,
+            default_table().padding)
         null_phonemes = torch.zeros(cfg.audio_frames, cfg.phoneme_window, device=device, dtype=torch.long)
         style = conditions.style_clip
         null_style = torch.zeros(cfg.style_max_len if style is None else style.shape[0], cfg.exp_dim,
@@ -178,7 +187,7 @@ class DiTalkerPipeline:
             clip_attention_mask=pick("emotion", clip_mask, null_clip_mask),
         )
 
-    def _predict(self, latents: torch.Tensor, t: torch.Tensor, inpaint: torch.Tensor,
+    def predict(self, latents: torch.Tensor, t: torch.Tensor, inpaint: torch.Tensor,
                  inputs: dict[str, torch.Tensor], options: SamplingOptions, step: int = 0,
                  steps: Optional[int] = None) -> torch.Tensor:
         """Guided noise prediction for one (1, C, f, h, w) latent; each forward (a batch of guidance branches) in
@@ -217,9 +226,9 @@ class DiTalkerPipeline:
 
         scheduler = make_scheduler(options.scheduler)
         scheduler.set_timesteps(options.steps, device=device)
-        timesteps = scheduler.timesteps[options.steps - self._steps_run(options):]
-        noise = torch.randn((1, self.vae.config.latent_channels, latent_frames, height, width), generator=generator).to(device,
-                                                                                          self.transformer.dtype)
+        timesteps = scheduler.timesteps[options.steps - self.steps_run(options):]
+        noise = randn_tensor((1, self.vae.config.latent_channels, latent_frames, height, width), generator=generator,
+                             device=device, dtype=self.transformer.dtype)
         if options.denoise < 1.0:
             start = self.vae.encode(known_video[:, :1].expand(-1, frames, -1, -1)[None]).sample(generator)
             latents = scheduler.add_noise(start.to(noise) * self.vae.config.scaling_factor, noise, timesteps[:1])
@@ -229,13 +238,13 @@ class DiTalkerPipeline:
         # step's level), so the window continues it exactly; the inpaint branch also sees those frames.
         pinned = 0 if known is None else known[1].shape[2]
         known_latents = None if known is None else known[1].to(device, self.transformer.dtype)
-        inputs = {clip_on: self._branch_inputs(conditions, window, options, clip_on) for clip_on in (False, True)}
+        inputs = {clip_on: self.branch_inputs(conditions, window, options, clip_on) for clip_on in (False, True)}
         if self.transformer.is_cache_enabled:  # a window is a new denoising run: nothing cached carries over
             self.transformer._reset_stateful_cache()
         for step, t in enumerate(timesteps):
             clip_on = step >= len(timesteps) * (1 - options.clip_apply_ratio)
             model_input = scheduler.scale_model_input(latents, t)
-            eps = self._predict(model_input, t.reshape(1), inpaint, inputs[clip_on], options, step, len(timesteps))
+            eps = self.predict(model_input, t.reshape(1), inpaint, inputs[clip_on], options, step, len(timesteps))
             if preview is not None:
                 preview(denoised_estimate(scheduler, model_input, eps, t))
             latents = scheduler.step(eps, t, latents).prev_sample
@@ -256,9 +265,9 @@ class DiTalkerPipeline:
     def sample(self, conditions: Conditions, options: SamplingOptions = SamplingOptions(),
                progress: Progress = lambda done, total: None, preview: Optional[Preview] = None) -> SampledVideo:
         """Denoise every window; each window after the first starts from the previous one's decoded tail."""
-        self._check(conditions, options)
+        self.check_inputs(conditions, options)
         windows = self.plan(conditions.num_frames, options.overlap)
-        steps = self._steps_run(options)
+        steps = self.steps_run(options)
         latents: list[torch.Tensor] = []
         with applied(self.transformer, options.speed):
             for index, window in enumerate(windows):

@@ -1,5 +1,5 @@
 """ComfyUI's two workflow formats, and how the server runs the API one, for the shipped-workflow tests and
-``workflows/build.py``.
+``tests/build_workflows.py``.
 
 UI format (what the frontend saves and opens as a template, version 0.4): nodes carry their widget values as a
 positional ``widgets_values`` list and their sockets as ``inputs``/``outputs``; ``links`` are

@@ -1,9 +1,10 @@
 """Writes the shipped workflows from one description each: UI format in workflows/*.json (ComfyUI lists a pack's
 workflows/ folder as templates) and API format in workflows/api/*.json (for scripts and POST /prompt).
 
-Widget order, socket lists and links come from the node schemas (loaded with the stand-in host of the tests), so
-the files match the nodes. Run after changing a node's inputs: ``.venv/bin/python workflows/build.py``; the
-committed JSON is what tests/test_workflows.py checks and runs.
+Widget order, socket lists and links come from the node schemas (loaded with the tests' stand-in host, which is
+why this lives here and not in workflows/, whose JSON files ComfyUI serves as templates), so the files match the
+nodes. Run after changing a node's inputs: ``.venv/bin/python tests/build_workflows.py``; the committed JSON is
+what tests/test_workflows.py checks and runs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+OUT = ROOT / "workflows"
 
 from comfy_host import comfy_host  # noqa: E402
 from ditalker_core.demo import CLIP as CLIP_DIR  # noqa: E402
@@ -281,7 +283,7 @@ WORKFLOWS = {"ditalker_demo": demo, "ditalker_talking_portrait": talking_portrai
 
 
 def main() -> None:
-    out = Path(__file__).resolve().parent
+    out = OUT
     (out / "api").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as base, comfy_host(Path(base), {}) as host:
         specs = {node_id: NodeSpec.of(cls) for node_id, cls in host.node_classes.items()}
