@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 
-from comfy_execution.utils import get_executing_context
-from server import PromptServer
-
 log = logging.getLogger("ditalker")
 
 
 def warn(message: str) -> None:
+    # Imported when a node runs, inside the server (importing ``server`` at pack import pulls in the whole app).
+    from comfy_execution.utils import get_executing_context
+    from server import PromptServer
+
     log.warning(message)
     context = get_executing_context()
     if context is not None and PromptServer.instance is not None:

@@ -29,6 +29,7 @@ from typing import Any, Iterator
 import pytest
 from tiny_models import FOLDERS, session_tiny_models, use_tiny_models, write_workflow_inputs
 
+from ditalker_core.demo import TRANSFORMER
 from ditalker_core.models import get_config
 from ditalker_core.pipeline.windows import plan_windows
 
@@ -87,11 +88,11 @@ class ComfyServer:
         with urllib.request.urlopen(self.url + path, timeout=HTTP_TIMEOUT_S) as response:
             return json.load(response)
 
-    def queue(self, prompt: dict) -> tuple[int, dict]:
+    def queue(self, prompt: dict, client_id: str = "ditalker-tests") -> tuple[int, dict]:
         """POST /prompt -> (HTTP status, body); a rejected prompt is an answer, not an exception."""
         request = urllib.request.Request(
             self.url + "/prompt",
-            data=json.dumps({"prompt": prompt, "client_id": "ditalker-tests"}).encode(),
+            data=json.dumps({"prompt": prompt, "client_id": client_id}).encode(),
             headers={"Content-Type": "application/json"},
         )
         try:
@@ -172,6 +173,7 @@ def server(tmp_path_factory) -> Iterator[ComfyServer]:
         "--base-directory", str(base), "--extra-model-paths-config", str(extra),
         # An in-memory database keeps the checkout untouched; API nodes only slow the start.
         "--database-url", "sqlite:///:memory:", "--disable-api-nodes", "--disable-auto-launch",
+        "--preview-method", "auto",  # the sampler's live previews (test_previews_arrive_every_step)
     ]
     with log.open("wb") as sink:
         process = subprocess.Popen(command, cwd=comfy, env=env, stdout=sink, stderr=subprocess.STDOUT)
@@ -311,7 +313,9 @@ def test_model_combos_list_the_shared_models(server, object_info):
             if name in server.model_names and kind == "COMBO":
                 assert server.model_names[name] in options["options"], f"{node_id}.{name}: {options['options']}"
     _, checkpoint = object_info["DiTalkerModelLoader"]["input"]["required"]["checkpoint"]
-    assert checkpoint["options"] == [server.model_names["checkpoint"]], "helper models offered as checkpoints"
+    # the tiny file and the shipped demo model (the pack registers its folder); no helper model of models/ditalker
+    assert checkpoint["options"] == sorted([TRANSFORMER.name, server.model_names["checkpoint"]]), \
+        "helper models offered as checkpoints"
 
 
 def _estimate_windows(entry: dict) -> list[int]:
@@ -355,3 +359,88 @@ def test_missing_model_is_reported_and_the_server_keeps_serving(server):
     healthy, _, _ = _tiny_prompt(server, path)
     _vary_seeds(healthy, server.seeds)
     assert _saved_videos(server, server.run(healthy)), "the server saved no video after the failed prompt"
+
+
+def _node_errors(body: dict) -> dict[str, list[str]]:
+    """/prompt's 400 answer: every failing node's error details, by node id."""
+    return {node_id: [error["details"] for error in node["errors"]] for node_id, node in body["node_errors"].items()}
+
+
+def test_missing_models_and_bad_values_are_all_refused_at_one_queue_press(server):
+    """A shipped workflow with none of its models installed: HTTP 400 naming every model node's file, folder and
+    source at once. Then values outside the drop-downs and NaN or misfit numbers: 400 too, naming the input; the
+    server then renders a good prompt."""
+    path = WORKFLOWS / "api" / "ditalker_talking_portrait.json"
+    shipped = json.loads(path.read_text())
+    status, body = server.queue(shipped)
+    assert status == 400, body
+    errors = _node_errors(body)
+    model_nodes = {i for i, n in shipped.items() if n["class_type"] in DITALKER_NODE_IDS_WITH_MODELS}
+    assert set(errors) == model_nodes, errors
+    for node_id in model_nodes:
+        message = " ".join(errors[node_id])
+        assert "not found" in message and "Put it in models/" in message and "get it from" in message, message
+
+    prompt, _, _ = _tiny_prompt(server, WORKFLOWS / "api" / "ditalker_emotion_control.json")
+    by_type = {n["class_type"]: n for n in prompt.values()}
+    bad = {("DiTalkerEmotion", "emotion"): "melancholic", ("DiTalkerModelLoader", "dtype"): "int8",
+           ("DiTalkerSampler", "scheduler"): "lms", ("DiTalkerAudioEncode", "fps"): math.nan,
+           ("DiTalkerSampler", "overlap"): 5, ("DiTalkerSampler", "audio_guidance"): math.nan}
+    for (node_type, name), value in bad.items():
+        by_type[node_type]["inputs"][name] = value
+    status, body = server.queue(prompt)
+    assert status == 400, body
+    said = json.dumps(_node_errors(body))
+    for words in ("emotion 'melancholic' is not one of", "dtype 'int8' is not one of", "scheduler 'lms' is not one of",
+                  "fps is nan", "overlap is 5", "audio_guidance is nan"):
+        assert words in said, f"{words!r} not in {said}"
+
+    healthy, _, _ = _tiny_prompt(server, path)
+    _vary_seeds(healthy, server.seeds)
+    assert _saved_videos(server, server.run(healthy)), "the server saved no video after the refused prompts"
+
+
+def test_previews_arrive_every_step_and_warnings_under_the_node(server):
+    """With --preview-method auto the sampler sends a preview image per step over the websocket (binary event 1),
+    and an accepted-but-odd input (custom_prompt with emotion happy) shows its warning as the node's progress
+    text (binary event 3)."""
+    import struct
+    import uuid
+
+    import websocket
+
+    prompt, _, _ = _tiny_prompt(server, WORKFLOWS / "api" / "ditalker_emotion_control.json")
+    _vary_seeds(prompt, server.seeds)
+    emotion_id = next(i for i, n in prompt.items() if n["class_type"] == "DiTalkerEmotion")
+    prompt[emotion_id]["inputs"].update(emotion="happy", custom_prompt="a sad person")
+    (sampler,) = [n for n in prompt.values() if n["class_type"] == "DiTalkerSampler"]
+    client = str(uuid.uuid4())
+    sock = websocket.create_connection(server.url.replace("http", "ws") + f"/ws?clientId={client}", timeout=60)
+    try:
+        status, body = server.queue(prompt, client_id=client)
+        assert status == 200, body
+        previews, texts, progress = 0, [], []
+        while True:
+            message = sock.recv()
+            if isinstance(message, bytes):
+                (event,) = struct.unpack(">I", message[:4])
+                if event == 1:
+                    previews += 1
+                elif event == 3:
+                    (length,) = struct.unpack(">I", message[4:8])
+                    texts.append((message[8:8 + length].decode(), message[8 + length:].decode()))
+                continue
+            data = json.loads(message)
+            if data["type"] == "progress" and data["data"].get("node") in (
+                    [i for i, n in prompt.items() if n["class_type"] == "DiTalkerSampler"]):
+                progress.append(data["data"]["value"])
+            if data["type"] == "executing" and data["data"].get("node") is None \
+                    and data["data"].get("prompt_id") == body["prompt_id"]:
+                break
+            if data["type"] == "execution_error":
+                pytest.fail(json.dumps(data["data"])[:2000])
+    finally:
+        sock.close()
+    assert progress and previews >= len(progress) >= sampler["inputs"]["steps"], (previews, progress)
+    assert (emotion_id, "Warning: custom_prompt is ignored because emotion is 'happy': set emotion to custom to use "
+                        "it") in texts, texts
