@@ -444,3 +444,26 @@ def test_previews_arrive_every_step_and_warnings_under_the_node(server):
     assert progress and previews >= len(progress) >= sampler["inputs"]["steps"], (previews, progress)
     assert (emotion_id, "Warning: custom_prompt is ignored because emotion is 'happy': set emotion to custom to use "
                         "it") in texts, texts
+
+
+def test_a_file_of_another_kind_and_an_empty_transcript_are_refused_in_words(server, tmp_path_factory):
+    """The tiny VAE file picked in Load DiTalker Model: 400 saying what it is and which node takes it (no key
+    list); an empty transcript: 400 saying to type what is said."""
+    import shutil
+
+    models_root, names = session_tiny_models(tmp_path_factory)
+    mistake = models_root / FOLDERS["ditalker"] / "picked_by_mistake.safetensors"
+    shutil.copyfile(models_root / FOLDERS["vae"] / names["vae"], mistake)
+    try:
+        prompt, _, _ = _tiny_prompt(server, WORKFLOWS / "api" / "ditalker_talking_portrait.json")
+        by_type = {n["class_type"]: n for n in prompt.values()}
+        by_type["DiTalkerModelLoader"]["inputs"]["checkpoint"] = mistake.name
+        by_type["DiTalkerPhonemes"]["inputs"]["transcript"] = " "
+        status, body = server.queue(prompt)
+    finally:
+        mistake.unlink()
+    assert status == 400, body
+    said = json.dumps(_node_errors(body))
+    assert "picked_by_mistake.safetensors is a MagViT VAE" in said and "Load DiTalker VAE takes it" in said, said
+    assert "transcript is empty: type what is said in the audio" in said, said
+    assert len(said) < 2000, said
