@@ -64,3 +64,32 @@ def test_rejects_unported_options():
         AutoencoderKLMagvit(ch=8, norm_num_groups=4, slice_compression_vae=False)
     with pytest.raises(InputError, match="down_block_types"):
         AutoencoderKLMagvit(ch=8, norm_num_groups=4, down_block_types=["DownBlock3D"] * 4)
+
+
+def test_tiled_decode_gives_the_untiled_frames_within_its_tolerance_at_a_fraction_of_the_memory():
+    """The demo VAE at 512 px in 128 px tiles (16 of them, a quarter overlapping, cross-faded as the reference
+    does): within 24 dB PSNR of the untiled decode (GroupNorm sees each tile's own statistics, so tiles differ
+    a little in tone; measured 25.9 dB) and under 60 % of its added peak memory (measured 267 vs 1009 MiB). The
+    tiled run goes first, so it cannot reuse memory the untiled one freed."""
+    import torch.nn.functional as F
+    from skimage.data import astronaut
+
+    from ditalker_core.checkpoints import load_vae
+    from ditalker_core.demo import VAE
+    from ditalker_core.pipeline.estimate import peak_memory
+
+    vae = load_vae(VAE)
+    image = F.interpolate(torch.from_numpy(astronaut()).permute(2, 0, 1)[None].float() / 127.5 - 1,
+                          size=(512, 512), mode="area")
+    with torch.no_grad():
+        latents = vae.encode(image[:, :, None].expand(-1, -1, 9, -1, -1)).mode()
+        vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size = True, 128, 16
+        with peak_memory(torch.device("cpu")) as tiled_memory:
+            tiled = vae.decode(latents)
+        vae.use_tiling = False
+        with peak_memory(torch.device("cpu")) as whole_memory:
+            whole = vae.decode(latents)
+    assert tiled.shape == whole.shape == (1, 3, 9, 512, 512)
+    psnr = 10 * torch.log10(4 / ((tiled - whole) ** 2).mean())
+    assert psnr > 24, psnr
+    assert tiled_memory.peak - tiled_memory.start < 0.6 * (whole_memory.peak - whole_memory.start)
