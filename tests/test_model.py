@@ -323,3 +323,26 @@ def test_grouped_audio_needs_one_group_per_latent_frame() -> None:
     assert model(**inputs(model, frames=2)).sample.shape == (1, 8, 2, 4, 6)
     with pytest.raises(InputError, match="the latent has 3 frames but the model's audio tokens come in 2 groups"):
         model(**inputs(model, frames=3))
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.bfloat16, 0.03), (torch.float16, 0.005)])
+def test_reduced_precision_stays_within_its_documented_tolerance_of_fp32(dtype, tolerance) -> None:
+    """The shipped demo model on one window in bf16 / fp16 against fp32 (LayerNorms compute in fp32, as
+    upstream): relative L2 error of the prediction under 3 % (bf16, measured 1.0 %) and 0.5 % (fp16, 0.12 %)."""
+    from ditalker_core.checkpoints import load_transformer
+    from ditalker_core.demo import TRANSFORMER
+
+    model = load_transformer(TRANSFORMER)
+    cfg = model.config
+    g = torch.Generator().manual_seed(0)
+    x = inputs(model, frames=8, height=8, width=8)
+    x["hidden_states"] = torch.randn(1, cfg.in_channels // 3, 8, 8, 8, generator=g)
+    x["inpaint_latents"] = torch.randn(1, 2 * cfg.in_channels // 3, 8, 8, 8, generator=g)
+    x["pixel_values_pose"] = torch.rand(1, 3, 32, 64, 64, generator=g)
+    with torch.no_grad():
+        reference = model(**x).sample
+        reduced = torch.nn.Module.to(load_transformer(TRANSFORMER), dtype)
+        out = reduced(**{k: v.to(dtype) if v.is_floating_point() else v for k, v in x.items()}).sample
+    assert out.dtype == dtype
+    error = ((out.float() - reference).norm() / reference.norm()).item()
+    assert error < tolerance, error

@@ -1,0 +1,139 @@
+"""What each speed setting costs in adherence: time per window and the adherence figures of the same held-out
+cases, all in one run. Prints one JSON line.
+
+    python bench/speed.py [--checkpoint PATH] [--cases 2] [--seed 1] [--steps 20] [--settings NAME ...]
+
+Settings (``SETTINGS``), every one from diffusers' machinery or the pipeline's own options: the baseline (the
+demo's sampling: DPM-Solver++ 20 steps, denoise 0.7), diffusers' FirstBlockCache at three thresholds, fewer steps
+with each scheduler, bf16 weights, ``compile_repeated_blocks`` (one compiled block; its compile time is spent on
+an untimed warm-up) and the combination of the best two; one untimed run before all, so no setting pays the
+first call's costs. ``ratio`` = baseline seconds per window / the setting's.
+Cases, probes and scores are the adherence benchmark's (``bench/adherence.py``, ``bench/talking/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.adherence import conditions_for, generate, score, summarize  # noqa: E402
+from bench.talking.data import benchmark_cases  # noqa: E402
+from bench.talking.probes import load_probe, read_video  # noqa: E402
+from ditalker_core.demo import DEFAULT_OPTIONS, TRANSFORMER, DemoModels  # noqa: E402
+from ditalker_core.pipeline import SamplingOptions  # noqa: E402
+from ditalker_core.pipeline.speed import Speedups  # noqa: E402
+from training.synthetic.cases import render_case  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Setting:
+    options: dict[str, Any] = field(default_factory=dict)  # SamplingOptions fields changed
+    model: Callable[[torch.nn.Module], torch.nn.Module] | None = None  # a changed copy of the transformer
+    warm_up: bool = False  # one untimed run first (compilation)
+
+
+def _bf16(model: torch.nn.Module) -> torch.nn.Module:
+    return torch.nn.Module.to(copy.deepcopy(model), torch.bfloat16)
+
+
+def _compiled(model: torch.nn.Module) -> torch.nn.Module:
+    compiled = copy.deepcopy(model)
+    compiled.compile_repeated_blocks()
+    return compiled
+
+
+def _cache(threshold: float) -> dict[str, Any]:
+    return {"speed": Speedups("first_block", threshold)}
+
+
+SETTINGS = {
+    "baseline": Setting(),
+    "first_block_0.05": Setting(_cache(0.05)),
+    "first_block_0.1": Setting(_cache(0.1)),
+    "first_block_0.2": Setting(_cache(0.2)),
+    "dpm++_10_steps": Setting({"steps": 10}),
+    "dpm++_6_steps": Setting({"steps": 6}),
+    "ddim_10_steps": Setting({"scheduler": "ddim", "steps": 10}),
+    "euler_10_steps": Setting({"scheduler": "euler", "steps": 10}),
+    "bf16": Setting(model=_bf16),
+    "compiled_blocks": Setting(model=_compiled, warm_up=True),
+    "dpm++_10_steps+first_block_0.1": Setting({"steps": 10, **_cache(0.1)}),
+}
+
+
+@contextlib.contextmanager
+def transformer_of(models: DemoModels, setting: Setting) -> Iterator[None]:
+    """The setting's transformer in the pipeline for the body (the loaded one untouched)."""
+    original = models.pipeline.transformer
+    if setting.model is not None:
+        models.pipeline.transformer = setting.model(original)
+    try:
+        yield
+    finally:
+        models.pipeline.transformer = original
+
+
+def measure(models: DemoModels, probe: Any, rendered: list, conditions: list, setting: Setting,
+            options: SamplingOptions) -> dict[str, float]:
+    """Seconds per window over the cases and their adherence scores, for one setting."""
+    options = replace(options, **setting.options)
+    with transformer_of(models, setting):
+        if setting.warm_up:
+            generate(models, conditions[0], options)
+        seconds, windows, scores = 0.0, 0, []
+        for case, condition in zip(rendered, conditions):
+            start = time.perf_counter()
+            frames = generate(models, condition, options)
+            seconds += time.perf_counter() - start
+            windows += len(models.pipeline.plan(condition.num_frames, options.overlap))
+            reference = read_video(probe, case.reference[None])
+            scores.append(score(read_video(probe, frames), reference, case))
+    summary = summarize(scores, rendered)
+    return {"seconds_per_window": seconds / windows, **{k: summary[k] for k in
+                                                         ("lip_sync", "style", "emotion_accuracy", "identity")}}
+
+
+def run(checkpoint: str | Path, cases: int, seed: int, steps: int, names: list[str]) -> dict[str, Any]:
+    started = time.time()
+    models, probe = DemoModels(checkpoint), load_probe()
+    options = replace(DEFAULT_OPTIONS, steps=steps, seed=seed)
+    rendered = [render_case(case) for case in benchmark_cases(cases, seed)]
+    conditions = [conditions_for(models, case) for case in rendered]
+    generate(models, conditions[0], options)  # untimed: first-call costs (allocator, kernels) on no setting
+    results = []
+    for name in ["baseline", *[n for n in names if n != "baseline"]]:
+        figures = measure(models, probe, rendered, conditions, SETTINGS[name], options)
+        results.append({"name": name, **{k: round(v, 4) for k, v in figures.items()}})
+    base = results[0]["seconds_per_window"]
+    for result in results:
+        result["ratio"] = round(base / result["seconds_per_window"], 3)
+    return {"settings": results, "cases": cases, "seed": seed, "steps": steps, "checkpoint": str(checkpoint),
+            "threads": torch.get_num_threads(), "seconds": round(time.time() - started, 1)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", default=str(TRANSFORMER), help="DiTalker file (default: the shipped demo)")
+    parser.add_argument("--cases", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=DEFAULT_OPTIONS.steps)
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    args = parser.parse_args(argv)
+    print(json.dumps(run(args.checkpoint, args.cases, args.seed, args.steps, args.settings)))
+
+
+if __name__ == "__main__":
+    main()
