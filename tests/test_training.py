@@ -451,3 +451,65 @@ def test_clips_without_sound_are_listed_before_the_first_step_when_the_sync_loss
     main(["--config", str(CONFIGS / "phase2.yaml"), *overrides(
         silent, helpers, tmp_path / "quiet", **{"train.max_steps": 1, "losses.sync.weight": 0})])
     assert len(metrics(tmp_path / "quiet")) == 1
+
+
+def test_bf16_mixed_precision_trains_on_a_cpu_close_to_float32(data, helpers, tmp_path):
+    """accelerate's bf16 autocast on a CPU (in its own process: accelerate's state is one per process): the same
+    first step (seed, batch, noise) gives the float32 loss within 5 %, and the trained weights stay float32."""
+    from training.train import main
+
+    common = {"train.max_steps": 1, "losses.sync.weight": 0, "losses.id.weight": 0}
+    main(["--config", str(CONFIGS / "phase2.yaml"), *overrides(data, helpers, tmp_path / "no", **common,
+                                                                 **{"train.mixed_precision": "no"})])
+    subprocess.run([sys.executable, str(ROOT / "training" / "train.py"), "--config", str(CONFIGS / "phase2.yaml"),
+                    *overrides(data, helpers, tmp_path / "bf16", **common, **{"train.mixed_precision": "bf16"})],
+                   cwd=ROOT, check=True, capture_output=True)
+    losses = {}
+    for precision in ("no", "bf16"):
+        (line,) = metrics(tmp_path / precision)
+        losses[precision] = line["loss"]
+        weights = weights_by_group(tmp_path / precision / "transformer.safetensors")
+        assert {t.dtype for group in weights.values() for t in group.values()} == {torch.float32}
+    assert losses["bf16"] != losses["no"]  # autocast did run in bf16
+    assert abs(losses["bf16"] - losses["no"]) < 0.05 * losses["no"], losses
+
+
+def test_8bit_adam_takes_the_first_step_plain_adamw_takes():
+    """train.use_8bit_adam: bitsandbytes' AdamW8bit (its CPU path), whose first step (the gradient's sign times the
+    learning rate, before quantisation error) moves the weights within 5 % of plain AdamW's step."""
+    import bitsandbytes as bnb
+
+    from training.config import load_config
+    from training.train import build_optimizer
+
+    train = load_config(str(CONFIGS / "phase2.yaml"), ["train.use_8bit_adam=true", "train.lr=1.0e-3"])["train"]
+    generator = torch.Generator().manual_seed(0)
+    start, grad = torch.randn(8192, generator=generator), torch.randn(8192, generator=generator)
+    moved = {}
+    for eight_bit in (True, False):
+        weight = torch.nn.Parameter(start.clone())
+        optimizer = build_optimizer([weight], {**train, "use_8bit_adam": eight_bit})
+        assert isinstance(optimizer, bnb.optim.AdamW8bit) == eight_bit
+        weight.grad = grad.clone()
+        optimizer.step()
+        moved[eight_bit] = weight.detach() - start
+    assert (moved[True] - moved[False]).norm() < 0.05 * moved[False].norm()
+
+
+def test_repa_chunk_is_the_same_tokens_in_the_model_and_in_the_frame_by_hand():
+    """The REPA head projects tokens [i * chunk, (i + 1) * chunk) of the flattened (frames x grid) sequence; the
+    identity loss compares them with DINOv2 tokens of (frame, slice): the same tokens, for every draw; a chunk that
+    does not divide a frame is refused."""
+    from training.losses import repa_chunk
+
+    frames, grid, chunk = 3, (2, 4), 4
+    tokens = torch.arange(frames * grid[0] * grid[1])
+    seen = set()
+    for seed in range(40):
+        index, frame, within = repa_chunk(frames, grid, chunk, torch.Generator().manual_seed(seed))
+        seen.add(index)
+        assert torch.equal(tokens[index * chunk:(index + 1) * chunk], tokens.view(frames, -1)[frame, within])
+    assert seen == set(range(frames * grid[0] * grid[1] // chunk))  # every chunk can be drawn
+    assert repa_chunk(frames, grid, None, torch.Generator().manual_seed(0))[2] == slice(0, 8)  # a whole frame
+    with pytest.raises(ValueError, match="repa_tokens=3 does not divide the 8 tokens"):
+        repa_chunk(frames, grid, 3, torch.Generator())

@@ -141,8 +141,9 @@ def make_accelerator(train: dict[str, Any]) -> Any:
     from accelerate.utils import DistributedDataParallelKwargs
 
     precision = train["mixed_precision"]
-    if precision != "no" and not torch.cuda.is_available():
-        logger.warning("no CUDA device: training in float32 (train.mixed_precision=%s ignored)", precision)
+    if precision == "fp16" and not torch.cuda.is_available():  # bf16 autocast runs on a CPU, fp16 does not
+        logger.warning("no CUDA device: training in float32 (train.mixed_precision=fp16 needs a GPU; bf16 runs "
+                       "on a CPU)")
         precision = "no"
     accelerator = Accelerator(  # cpu=True lets torchrun start several CPU processes (gloo)
         cpu=not torch.cuda.is_available(), gradient_accumulation_steps=train["grad_accum"], mixed_precision=precision,
