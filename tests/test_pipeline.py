@@ -278,3 +278,27 @@ def test_step_cache_and_attention_backend_per_run(pipe: DiTalkerPipeline, caplog
     assert "flash" in caplog.text and torch.equal(fallback, plain)
     with pytest.raises(InputError, match="cache"):
         Speedups(cache="tea")
+
+
+def test_the_overlap_rule_refuses_each_way_to_break_it_and_names_the_fix() -> None:
+    """check_overlap is the one overlap rule (the sampler node applies it at /prompt without a window)."""
+    from ditalker_core.pipeline.windows import check_overlap
+
+    for overlap in (0, 8, 24):
+        check_overlap(overlap, 32)
+        check_overlap(overlap)
+    check_overlap(32)  # no window known yet: only the multiple of 8
+    rule = ("it must be a multiple of 8 (0, 8, 16, ...) and below the model's clip of 32 frames, so consecutive "
+            "windows share whole latents")
+    for overlap in (5, -8, 32):
+        with pytest.raises(InputError) as error:
+            check_overlap(overlap, 32)
+        assert str(error.value) == f"overlap is {overlap}: {rule}"
+    with pytest.raises(InputError) as error:
+        check_overlap(12)
+    assert str(error.value) == "overlap is 12: it must be a multiple of 8 (0, 8, 16, ...), so consecutive windows " \
+                               "share whole latents"
+    assert [(w.start, w.end, w.known) for w in plan_windows(100, 32, 8)] == [(0, 32, 0), (24, 56, 8), (48, 80, 8),
+                                                                            (72, 104, 8)]
+    with pytest.raises(ValueError, match="window \\(30\\) must be a multiple of 8"):
+        plan_windows(100, 30, 8)

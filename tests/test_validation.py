@@ -101,16 +101,6 @@ def test_a_bad_value_is_refused_at_prompt_naming_the_input_and_the_fix(host, tin
         assert all(word in message for word in words), message
 
 
-def test_the_overlap_rule_is_the_pipelines_own(host, tiny):
-    from ditalker_core.errors import InputError
-    from ditalker_core.pipeline.windows import plan_windows
-
-    for overlap in (5, -8, 32):
-        with pytest.raises(InputError, match=f"overlap is {overlap}"):
-            plan_windows(100, 32, overlap)
-    assert [w.start for w in plan_windows(100, 32, 8)] == [0, 24, 48, 72]
-
-
 @pytest.mark.parametrize("node_id, key, other, taker", [
     ("DiTalkerModelLoader", "checkpoint", "vae", "Load DiTalker VAE"),
     ("DiTalkerVAELoader", "vae", "checkpoint", "Load DiTalker Model"),
