@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from ditalker_core.errors import InputError
-from ditalker_core.extract.phonemes import phoneme_windows
+from ditalker_core.pipeline.conditioning import phoneme_windows
 from ditalker_core.extract.style3dmm import load_expression, make_style_clip
 from ditalker_core.media import has_audio, load_audio
 from ditalker_core.models.syncnet import MEL_WINDOW, melspectrogram

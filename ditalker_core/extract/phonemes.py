@@ -103,16 +103,6 @@ def default_table() -> PhonemeTable:
     return PhonemeTable.load()
 
 
-def phoneme_windows(ids: list[int] | np.ndarray | torch.Tensor, padding: int | None = None, win: int = WINDOW
-                    ) -> torch.Tensor:
-    """(F,) ids -> (F, 2 * win + 1) long windows, padded past both ends (official get_audio_window) with the
-    table's padding id (the shipped table's by default)."""
-    padding = default_table().padding if padding is None else padding
-    ids = torch.as_tensor(np.asarray(ids), dtype=torch.long).flatten()
-    padded = torch.cat([ids.new_full((win,), padding), ids, ids.new_full((win,), padding)])
-    return padded.unfold(0, 2 * win + 1, 1)
-
-
 # ----------------------------------------------------------------------------- espeak-ng
 @dataclass(frozen=True)
 class Espeak:
@@ -471,10 +461,10 @@ def transcribe(audio: np.ndarray, asr_model: str | Path | None, language: str, d
 # ----------------------------------------------------------------------------- end to end
 @dataclass
 class PhonemeFrames:
-    """Per-frame ids, their (F, 11) windows and the word timings they came from."""
+    """Per-frame ids and the word timings they came from (the model's windows of them:
+    ``pipeline.conditioning.phoneme_windows``)."""
 
     ids: list[int]
-    windows: torch.Tensor
     fps: float
     result: dict
 
@@ -517,7 +507,7 @@ def extract_phonemes(
                            "run `%s` and pass a Wav2Vec2 CTC folder (%s)", _WHISPERX_INSTALL, ALIGN_SOURCES[language])
             result = {"segments": segments}
     ids = frame_phonemes(result, frames, fps, language, table)
-    return PhonemeFrames(ids, phoneme_windows(ids, table.padding), float(fps), result)
+    return PhonemeFrames(ids, float(fps), result)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

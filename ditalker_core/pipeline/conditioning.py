@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..extract.phonemes import WINDOW, default_table
 
 
 def output_size(height: int, width: int, resolution: int, multiple: int = 16) -> tuple[int, int]:
@@ -105,3 +106,14 @@ def slice_frames(values: Optional[torch.Tensor], start: int, end: int, pad: str 
         shape[axis] = missing
         filler = torch.full(shape, pad, dtype=values.dtype, device=values.device)
     return torch.cat([part, filler], dim=axis)
+
+
+def phoneme_windows(ids: list[int] | np.ndarray | torch.Tensor, padding: int | None = None, win: int = WINDOW
+                    ) -> torch.Tensor:
+    """(F,) ids -> (F, 2 * win + 1) long windows, padded past both ends (official get_audio_window) with the
+    table's padding id (the shipped table's by default). Built over the whole sequence, then sliced per window,
+    so a window border sees its neighbours' phonemes."""
+    padding = default_table().padding if padding is None else padding
+    ids = torch.as_tensor(np.asarray(ids), dtype=torch.long).flatten()
+    padded = torch.cat([ids.new_full((win,), padding), ids, ids.new_full((win,), padding)])
+    return padded.unfold(0, 2 * win + 1, 1)

@@ -15,9 +15,9 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import ConditionError, InputError
-from ..extract.phonemes import default_table, phoneme_windows
+from ..extract.phonemes import default_table
 from ..models.transformer import DiTalkerTransformer3DModel
-from .conditioning import inpaint_latents, slice_frames
+from .conditioning import inpaint_latents, phoneme_windows, slice_frames
 from .guidance import Guidance
 from .scheduling import denoised_estimate, make_scheduler
 from .speed import Speedups, applied
