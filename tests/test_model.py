@@ -136,8 +136,10 @@ def test_wrong_audio_length_is_explained() -> None:
 
 
 def test_one_attention_backend_switch_reaches_every_block_attention() -> None:
-    from diffusers.models.attention_dispatch import AttentionBackendName
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
     from diffusers.models.attention_processor import Attention
+
+    from ditalker_core.pipeline.speed import Speedups, applied
 
     model = tiny()
     randomize(model)
@@ -147,11 +149,13 @@ def test_one_attention_backend_switch_reaches_every_block_attention() -> None:
     attentions = [m for m in model.transformer_blocks.modules() if isinstance(m, Attention)]
     # per block: frame-wise self, caption/CLIP, audio, style, emotion, and the motion module's two frame attentions
     assert len(attentions) == len(model.transformer_blocks) * 7
-    model.set_attention_backend("_native_math")
-    assert {a.processor._attention_backend for a in attentions} == {AttentionBackendName._NATIVE_MATH}
-    with torch.no_grad():
-        math = model(**x).sample
-    model.reset_attention_backend()
+    with applied(model, Speedups(attention="_native_math")):
+        assert {a.processor._attention_backend for a in attentions} == {AttentionBackendName._NATIVE_MATH}
+        with torch.no_grad():
+            math = model(**x).sample
+    # diffusers makes a set backend the process-wide default; the run's settings give the old default back
+    assert _AttentionBackendRegistry.get_active_backend()[0] == AttentionBackendName.NATIVE
+    assert {a.processor._attention_backend for a in attentions} == {None}
     # One attention agrees to 5e-7; eight randomized blocks amplify that to a few 1e-4.
     torch.testing.assert_close(math, native, rtol=0, atol=1e-3 * float(native.abs().max()))
 

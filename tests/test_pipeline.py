@@ -302,3 +302,9 @@ def test_the_overlap_rule_refuses_each_way_to_break_it_and_names_the_fix() -> No
                                                                             (72, 104, 8)]
     with pytest.raises(ValueError, match="window \\(30\\) must be a multiple of 8"):
         plan_windows(100, 30, 8)
+    with pytest.raises(InputError, match="overlap is 32: .* below the model's clip of 32 frames"):
+        plan_windows(100, 32, 32)  # the window reaches the rule
+    assert [(w.start, w.end) for w in plan_windows(56, 32, 8)] == [(0, 32), (24, 56)]  # ends exactly: no extra
+    with pytest.raises(ValueError) as error:
+        plan_windows(0, 32, 8)
+    assert str(error.value) == "nothing to generate: the audio gives 0 video frames"

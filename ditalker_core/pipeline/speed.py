@@ -47,16 +47,25 @@ def _set_attention(transformer, backend: str) -> str:
 
 @contextlib.contextmanager
 def applied(transformer, speedups: Speedups) -> Iterator[Speedups]:
-    """Apply ``speedups`` for the body; yields what is actually in use (after fallbacks)."""
-    from diffusers import FirstBlockCacheConfig
+    """Apply ``speedups`` for the body; yields what is actually in use (after fallbacks).
 
-    if speedups.cache == "first_block":
-        transformer.enable_cache(FirstBlockCacheConfig(threshold=speedups.threshold))
-    attention = _set_attention(transformer, speedups.attention) if speedups.attention != "native" else "native"
+    diffusers' ``set_attention_backend`` also makes its backend the process-wide default, which
+    ``reset_attention_backend`` leaves in place: the previous default is put back after the body, so no other
+    model or later run inherits this run's kernel."""
+    from diffusers import FirstBlockCacheConfig
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    default, _ = _AttentionBackendRegistry.get_active_backend()
+    attention = "native"
     try:
+        if speedups.cache == "first_block":
+            transformer.enable_cache(FirstBlockCacheConfig(threshold=speedups.threshold))
+        if speedups.attention != "native":
+            attention = _set_attention(transformer, speedups.attention)
         yield Speedups(speedups.cache, speedups.threshold, attention)
-    finally:
-        if speedups.cache != "off":
+    finally:  # also after a refused setting: the model leaves as it came
+        if transformer.is_cache_enabled:
             transformer.disable_cache()
         if attention != "native":
             transformer.reset_attention_backend()
+        _AttentionBackendRegistry.set_active_backend(default)
