@@ -49,12 +49,6 @@ def _bf16(model: torch.nn.Module) -> torch.nn.Module:
     return torch.nn.Module.to(copy.deepcopy(model), torch.bfloat16)
 
 
-def _compiled(model: torch.nn.Module) -> torch.nn.Module:
-    compiled = copy.deepcopy(model)
-    compiled.compile_repeated_blocks()
-    return compiled
-
-
 def _cache(threshold: float) -> dict[str, Any]:
     return {"speed": Speedups("first_block", threshold)}
 
@@ -69,7 +63,7 @@ SETTINGS = {
     "ddim_10_steps": Setting({"scheduler": "ddim", "steps": 10}),
     "euler_10_steps": Setting({"scheduler": "euler", "steps": 10}),
     "bf16": Setting(model=_bf16),
-    "compiled_blocks": Setting(model=_compiled, warm_up=True),
+    "compiled_blocks": Setting({"speed": Speedups(compile=True)}, warm_up=True),
     "dpm++_10_steps+first_block_0.1": Setting({"steps": 10, **_cache(0.1)}),
 }
 

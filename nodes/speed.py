@@ -32,6 +32,12 @@ class DiTalkerSpeed(io.ComfyNode):
                                tooltip="Attention kernel (diffusers' dispatcher). flash, sage and xformers need "
                                        "their packages installed; without them the sampler warns and uses "
                                        "native."),
+                io.Boolean.Input("compile", default=False,
+                                 tooltip="Compile one transformer block with torch.compile and reuse it for all "
+                                         "(diffusers' compile_repeated_blocks): the first window pays the compile "
+                                         "time and the blocks stay compiled on that model; the output is the same "
+                                         "(README Speed table). Where torch.compile cannot run: a warning, eager "
+                                         "blocks."),
             ],
             outputs=[SPEED.Output(display_name="speed",
                                   tooltip="For the speed input of DiTalker Sampler and DiTalker Run Estimate.")],
@@ -42,5 +48,6 @@ class DiTalkerSpeed(io.ComfyNode):
         return check(cls, dict(step_cache=step_cache, cache_threshold=cache_threshold, attention=attention))
 
     @classmethod
-    def execute(cls, step_cache: str, cache_threshold: float, attention: str) -> io.NodeOutput:
-        return io.NodeOutput(Speedups(step_cache, cache_threshold, attention))
+    def execute(cls, step_cache: str, cache_threshold: float, attention: str, compile: bool = False
+                ) -> io.NodeOutput:
+        return io.NodeOutput(Speedups(step_cache, cache_threshold, attention, compile))

@@ -350,3 +350,26 @@ def test_reduced_precision_stays_within_its_documented_tolerance_of_fp32(dtype, 
     assert out.dtype == dtype
     error = ((out.float() - reference).norm() / reference.norm()).item()
     assert error < tolerance, error
+
+
+def test_compiled_blocks_compute_what_the_eager_ones_do_and_compile_once() -> None:
+    """Speedups(compile=True): diffusers' compile_repeated_blocks (one torch.compile'd block, inductor on a CPU)
+    gives the eager output within float32 reordering (measured 1.1e-4 on outputs up to 9.6: within 5e-5 of the
+    largest output), and a second run reuses the compiled blocks instead of compiling again."""
+    from ditalker_core.pipeline.speed import Speedups, applied
+
+    model = tiny()
+    randomize(model)
+    x = inputs(model)
+    with torch.no_grad():
+        eager = model(**x).sample
+        with applied(model, Speedups(compile=True)) as used:
+            compiled = model(**x).sample
+        assert used.compile
+        calls = [block._compiled_call_impl for block in model.transformer_blocks]
+        assert all(call is not None for call in calls)
+        with applied(model, Speedups(compile=True)):
+            again = model(**x).sample
+    assert [block._compiled_call_impl for block in model.transformer_blocks] == calls
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=5e-5 * float(eager.abs().max()))
+    torch.testing.assert_close(again, compiled, rtol=0, atol=0)

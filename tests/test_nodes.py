@@ -333,10 +333,11 @@ def test_speed_settings_reach_the_sampler_and_the_estimate(host, base, monkeypat
     seen = []
     monkeypatch.setattr(host.pack.ditalker_core.pipeline.DiTalkerPipeline, "sample",
                         lambda self, conditions, options, *callbacks: seen.append(options) or 1 / 0)
-    (fast,) = run(host, "DiTalkerSpeed", step_cache="first_block", cache_threshold=0.2, attention="sage")
+    (fast,) = run(host, "DiTalkerSpeed", step_cache="first_block", cache_threshold=0.2, attention="sage",
+                  compile=True)
     with pytest.raises(ZeroDivisionError):
         sample_and_decode(host, base, speed=fast)
-    assert seen[0].speed == speed.Speedups("first_block", 0.2, "sage")
+    assert seen[0].speed == speed.Speedups("first_block", 0.2, "sage", compile=True)
 
 
 def run_warned(host, node_id: str, **inputs) -> list[str]:

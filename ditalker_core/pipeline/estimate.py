@@ -89,8 +89,9 @@ def estimate_run(pipeline: DiTalkerPipeline, num_frames: int, height: int, width
     latents = torch.zeros(1, channels, frames // 4, height // 8, width // 8, device=device, dtype=model.dtype)
     inpaint = torch.zeros(1, 2 * channels, *latents.shape[2:], device=device, dtype=model.dtype)
     t = torch.tensor([500], device=device)
-    # The run's attention kernel; a step cache is left off, since how many steps it skips shows only in the run.
-    with applied(model, Speedups(attention=options.speed.attention)):
+    # The run's attention kernel and compiled blocks (compiled by the warm-up step); a step cache is left off,
+    # since how many steps it skips shows only in the run.
+    with applied(model, Speedups(attention=options.speed.attention, compile=options.speed.compile)):
         pipeline.predict(latents, t, inpaint, inputs, options)  # warm-up (kernels, allocator)
         with peak_memory(device) as step_peak:
             start = time.perf_counter()
