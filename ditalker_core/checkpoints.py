@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 import torch
 from accelerate import init_empty_weights
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -127,7 +127,6 @@ def identify_weights(path: str | os.PathLike) -> Optional[str]:
         return next((kind for kind, sign in _CONFIG_SIGNS if sign in names), None)
     if path.suffix != ".safetensors" or not path.is_file():
         return None
-    from safetensors import safe_open
     try:
         with safe_open(str(path), "pt") as handle:
             return kind_of_keys(handle.keys(), handle.metadata())
@@ -152,7 +151,6 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
                                 "the DiTalker release, or EasyAnimateV3-XL-2-InP-512x512 on Hugging Face")
     if path.suffix == ".safetensors":
         try:
-            from safetensors import safe_open
             with safe_open(str(path), "pt") as handle:
                 metadata = handle.metadata() or {}
             return load_file(str(path)), metadata

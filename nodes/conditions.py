@@ -26,8 +26,12 @@ from .validation import NONE, check
 from .sockets import (AUDIO_FEATURES, EMOTION, PHONEMES, POSE, POSE_KEYPOINT, REFERENCE, STYLE, AudioCondition,
                       EmotionCondition, ReferenceCondition, StyleCondition)
 
-EMPTY_TRANSCRIPT = ("transcript is empty: type what is said in the audio (this node aligns the words you type "
-                    "to the audio; it does not transcribe)")
+
+def _typed(transcript: Optional[str]) -> None:
+    """The Phonemes node aligns a typed transcript (None: linked, checked when it arrives)."""
+    if transcript is not None and not transcript.strip():
+        raise InputError("transcript is empty: type what is said in the audio (this node aligns the words you "
+                         "type to the audio; it does not transcribe)")
 
 
 def _frames_uint8(images: torch.Tensor) -> np.ndarray:
@@ -91,17 +95,12 @@ class DiTalkerPhonemes(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, transcript: str, language: str, aligner: str) -> bool | str:
-        def typed() -> None:
-            if transcript is not None and not transcript.strip():
-                raise InputError(EMPTY_TRANSCRIPT)
-
-        return check(cls, dict(language=language, aligner=aligner), [typed])
+        return check(cls, dict(language=language, aligner=aligner), [lambda: _typed(transcript)])
 
     @classmethod
     def execute(cls, audio_features: AudioCondition, transcript: str, language: str, aligner: str
                 ) -> io.NodeOutput:
-        if not transcript.strip():
-            raise InputError(EMPTY_TRANSCRIPT)
+        _typed(transcript)
         mismatch = language_mismatch(transcript, language)
         if mismatch:
             warn(mismatch)

@@ -8,10 +8,9 @@ from comfy.model_patcher import ModelPatcher
 from comfy_api.latest import io
 
 from ..ditalker_core.checkpoints import load_transformer, load_vae
-from ..ditalker_core.errors import InputError, WrongWeightsError
 from ..ditalker_core.models import CONFIGS, get_config
 from . import folders
-from .validation import check, wrong_weights_message
+from .validation import check, wrong_weights_named
 from .sockets import MODEL, VAE
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -82,11 +81,9 @@ class DiTalkerModelLoader(io.ComfyNode):
     def execute(cls, checkpoint: str, config: str, dtype: str, offload: bool) -> io.NodeOutput:
         path = folders.resolve_input("checkpoint", checkpoint)
         device = mm.get_torch_device()
-        try:
+        with wrong_weights_named("checkpoint"):
             model = load_transformer(path, config=get_config(config), dtype=pick_dtype(dtype, device),
                                      device=mm.unet_offload_device() if offload else device)
-        except WrongWeightsError as error:
-            raise InputError(f"checkpoint: {wrong_weights_message(error)}") from error
         return io.NodeOutput(ManagedModel(model, offload))
 
 
@@ -116,9 +113,7 @@ class DiTalkerVAELoader(io.ComfyNode):
     @classmethod
     def execute(cls, vae: str, dtype: str, tiling: bool) -> io.NodeOutput:
         device = mm.get_torch_device()
-        try:
+        with wrong_weights_named("vae"):
             model = load_vae(folders.resolve_input("vae", vae), dtype=pick_dtype(dtype, device))
-        except WrongWeightsError as error:
-            raise InputError(f"vae: {wrong_weights_message(error)}") from error
         model.use_tiling = tiling
         return io.NodeOutput(ManagedModel(model, offload=True))

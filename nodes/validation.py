@@ -10,8 +10,9 @@ checked when they run.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from comfy_api.latest import io
 
@@ -33,6 +34,16 @@ EXPECTED_KIND = {"checkpoint": "transformer", "vae": "vae", "t5": "t5", "clip_vi
 def wrong_weights_message(error: WrongWeightsError) -> str:
     """The core's message plus the node that takes the file."""
     return f"{error} ({KIND_NODES[error.kind]} takes it)"
+
+
+@contextlib.contextmanager
+def wrong_weights_named(input_name: str) -> Iterator[None]:
+    """At load time (pickled files are told apart only there): a wrong kind of file in the same words as at
+    /prompt."""
+    try:
+        yield
+    except WrongWeightsError as error:
+        raise InputError(f"{input_name}: {wrong_weights_message(error)}") from error
 
 
 def model_problem(input_name: str, name: str) -> Optional[str]:
