@@ -4,10 +4,13 @@ cases, all in one run. Prints one JSON line.
     python bench/speed.py [--checkpoint PATH] [--cases 2] [--seed 1] [--steps 20] [--settings NAME ...]
 
 Settings (``SETTINGS``), every one from diffusers' machinery or the pipeline's own options: the baseline (the
-demo's sampling: DPM-Solver++ 20 steps, denoise 0.7), diffusers' FirstBlockCache at three thresholds, fewer steps
-with each scheduler, bf16 weights, ``compile_repeated_blocks`` (one compiled block; its compile time is spent on
-an untimed warm-up) and the combination of the best two; one untimed run before all, so no setting pays the
-first call's costs. ``ratio`` = baseline seconds per window / the setting's.
+demo's sampling: DPM-Solver++ 20 steps, denoise 0.7), diffusers' FirstBlockCache and MagCache at three thresholds
+each (MagCache measures its ratios on an untimed warm-up), fewer steps with each scheduler, bf16 weights, bf16
+autocast (the Speed node's precision), ``compile_repeated_blocks`` (one compiled block; its compile time is spent
+on an untimed warm-up) and combinations; one untimed run before all, so no setting pays the first call's costs.
+``ratio`` = baseline seconds per window / the setting's; ``transformer_seconds_per_window`` is the part spent in
+the transformer, the only part a step cache, fewer steps or another precision can shorten (the rest is the VAE
+and the conditions).
 Cases, probes and scores are the adherence benchmark's (``bench/adherence.py``, ``bench/talking/``).
 """
 
@@ -49,8 +52,8 @@ def _bf16(model: torch.nn.Module) -> torch.nn.Module:
     return torch.nn.Module.to(copy.deepcopy(model), torch.bfloat16)
 
 
-def _cache(threshold: float) -> dict[str, Any]:
-    return {"speed": Speedups("first_block", threshold)}
+def _cache(threshold: float, kind: str = "first_block") -> dict[str, Any]:
+    return {"speed": Speedups(kind, threshold)}
 
 
 SETTINGS = {
@@ -58,13 +61,18 @@ SETTINGS = {
     "first_block_0.05": Setting(_cache(0.05)),
     "first_block_0.1": Setting(_cache(0.1)),
     "first_block_0.2": Setting(_cache(0.2)),
+    "mag_0.05": Setting(_cache(0.05, "mag"), warm_up=True),
+    "mag_0.1": Setting(_cache(0.1, "mag"), warm_up=True),
+    "mag_0.3": Setting(_cache(0.3, "mag"), warm_up=True),
     "dpm++_10_steps": Setting({"steps": 10}),
     "dpm++_6_steps": Setting({"steps": 6}),
     "ddim_10_steps": Setting({"scheduler": "ddim", "steps": 10}),
     "euler_10_steps": Setting({"scheduler": "euler", "steps": 10}),
     "bf16": Setting(model=_bf16),
+    "autocast_bf16": Setting({"speed": Speedups(precision="bf16")}),
     "compiled_blocks": Setting({"speed": Speedups(compile=True)}, warm_up=True),
     "dpm++_10_steps+first_block_0.1": Setting({"steps": 10, **_cache(0.1)}),
+    "dpm++_10_steps+mag_0.1": Setting({"steps": 10, **_cache(0.1, "mag")}, warm_up=True),
 }
 
 
@@ -80,24 +88,39 @@ def transformer_of(models: DemoModels, setting: Setting) -> Iterator[None]:
         models.pipeline.transformer = original
 
 
+@contextlib.contextmanager
+def transformer_clock(model: torch.nn.Module) -> Iterator[list[float]]:
+    """Seconds spent inside the transformer's forward calls during the body (forward hooks)."""
+    spent, started = [0.0], [0.0]
+    handles = [model.register_forward_pre_hook(lambda *_: started.__setitem__(0, time.perf_counter())),
+               model.register_forward_hook(lambda *_: spent.__setitem__(0, spent[0] + time.perf_counter()
+                                                                       - started[0]))]
+    try:
+        yield spent
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def measure(models: DemoModels, probe: Any, rendered: list, conditions: list, setting: Setting,
             options: SamplingOptions) -> dict[str, float]:
-    """Seconds per window over the cases and their adherence scores, for one setting."""
+    """Seconds per window over the cases (all, and inside the transformer) and their adherence scores."""
     options = replace(options, **setting.options)
     with transformer_of(models, setting):
         if setting.warm_up:
             generate(models, conditions[0], options)
         seconds, windows, scores = 0.0, 0, []
-        for case, condition in zip(rendered, conditions):
-            start = time.perf_counter()
-            frames = generate(models, condition, options)
-            seconds += time.perf_counter() - start
-            windows += len(models.pipeline.plan(condition.num_frames, options.overlap))
-            reference = read_video(probe, case.reference[None])
-            scores.append(score(read_video(probe, frames), reference, case))
+        with transformer_clock(models.pipeline.transformer) as transformer_seconds:
+            for case, condition in zip(rendered, conditions):
+                start = time.perf_counter()
+                frames = generate(models, condition, options)
+                seconds += time.perf_counter() - start
+                windows += len(models.pipeline.plan(condition.num_frames, options.overlap))
+                reference = read_video(probe, case.reference[None])
+                scores.append(score(read_video(probe, frames), reference, case))
     summary = summarize(scores, rendered)
-    return {"seconds_per_window": seconds / windows, **{k: summary[k] for k in
-                                                         ("lip_sync", "style", "emotion_accuracy", "identity")}}
+    return {"seconds_per_window": seconds / windows, "transformer_seconds_per_window": transformer_seconds[0] / windows,
+            **{k: summary[k] for k in ("lip_sync", "style", "emotion_accuracy", "identity")}}
 
 
 def run(checkpoint: str | Path, cases: int, seed: int, steps: int, names: list[str]) -> dict[str, Any]:
@@ -111,9 +134,10 @@ def run(checkpoint: str | Path, cases: int, seed: int, steps: int, names: list[s
     for name in ["baseline", *[n for n in names if n != "baseline"]]:
         figures = measure(models, probe, rendered, conditions, SETTINGS[name], options)
         results.append({"name": name, **{k: round(v, 4) for k, v in figures.items()}})
-    base = results[0]["seconds_per_window"]
+    base, base_transformer = results[0]["seconds_per_window"], results[0]["transformer_seconds_per_window"]
     for result in results:
         result["ratio"] = round(base / result["seconds_per_window"], 3)
+        result["transformer_ratio"] = round(base_transformer / result["transformer_seconds_per_window"], 3)
     return {"settings": results, "cases": cases, "seed": seed, "steps": steps, "checkpoint": str(checkpoint),
             "threads": torch.get_num_threads(), "seconds": round(time.time() - started, 1)}
 

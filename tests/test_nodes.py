@@ -333,11 +333,11 @@ def test_speed_settings_reach_the_sampler_and_the_estimate(host, base, monkeypat
     seen = []
     monkeypatch.setattr(host.pack.ditalker_core.pipeline.DiTalkerPipeline, "sample",
                         lambda self, conditions, options, *callbacks: seen.append(options) or 1 / 0)
-    (fast,) = run(host, "DiTalkerSpeed", step_cache="first_block", cache_threshold=0.2, attention="sage",
-                  compile=True)
+    (fast,) = run(host, "DiTalkerSpeed", step_cache="mag", cache_threshold=0.2, attention="sage",
+                  compile=True, precision="bf16")
     with pytest.raises(ZeroDivisionError):
         sample_and_decode(host, base, speed=fast)
-    assert seen[0].speed == speed.Speedups("first_block", 0.2, "sage", compile=True)
+    assert seen[0].speed == speed.Speedups("mag", 0.2, "sage", compile=True, precision="bf16")
 
 
 def run_warned(host, node_id: str, **inputs) -> list[str]:

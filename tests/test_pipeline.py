@@ -280,6 +280,40 @@ def test_step_cache_and_attention_backend_per_run(pipe: DiTalkerPipeline, caplog
         Speedups(cache="tea")
 
 
+def test_mag_cache_measures_the_ratios_diffusers_would_once_then_skips(pipe: DiTalkerPipeline, capsys) -> None:
+    """MagCache: the first window run with a model, scheduler and step count measures its magnitude ratios
+    (the numbers diffusers' own calibration prints) without skipping; later windows and runs skip with them;
+    threshold 0 computes every step."""
+    import ast
+
+    from diffusers import MagCacheConfig
+
+    from ditalker_core.pipeline.speed import _MAG_RATIOS, Speedups
+
+    cond = conditions(pipe, 40)
+    windows = len(pipe.plan(40, 8))
+    assert windows > 1
+    plain = pipe(cond, SamplingOptions(steps=4))
+    tail_runs: list[int] = []
+    hook = pipe.transformer.transformer_blocks[-1].ff.register_forward_hook(lambda *_: tail_runs.append(1))
+    pipe(cond, SamplingOptions(steps=4, speed=Speedups(cache="mag", threshold=1e9)))
+    assert len(tail_runs) == 4 + (windows - 1)  # window 0 measured; then 1 retained step, 3 skipped (max_skip)
+    tail_runs.clear()
+    pipe(cond, SamplingOptions(steps=4, speed=Speedups(cache="mag", threshold=1e9)))
+    hook.remove()
+    assert len(tail_runs) == windows and not pipe.transformer.is_cache_enabled
+    exact = pipe(cond, SamplingOptions(steps=4, speed=Speedups(cache="mag", threshold=0.0)))
+    assert torch.equal(exact, plain)
+
+    capsys.readouterr()
+    pipe.transformer.enable_cache(MagCacheConfig(calibrate=True, num_inference_steps=4))
+    pipe(cond, SamplingOptions(steps=4))  # the run takes the cache off after it
+    printed = capsys.readouterr().out.split("mag_ratios=...):")[1].strip().splitlines()[0]
+    ours = _MAG_RATIOS[pipe.transformer][("dpm++", 4)]
+    assert ours == pytest.approx(ast.literal_eval(printed), rel=1e-5)
+    assert len(ours) == 4 and ours[0] == 1.0 and ours[1] != 1.0
+
+
 def test_the_overlap_rule_refuses_each_way_to_break_it_and_names_the_fix() -> None:
     """check_overlap is the one overlap rule (the sampler node applies it at /prompt without a window)."""
     from ditalker_core.pipeline.windows import check_overlap

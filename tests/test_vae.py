@@ -38,6 +38,23 @@ def test_stream_equals_full_decode():
     assert (streamed - io["decoded"]).abs().max().item() < 1e-5  # the recorded reference decode
 
 
+def test_a_repeated_slice_is_encoded_once_to_the_same_numbers():
+    """A still frame repeated (the sampler's denoise start) and blank inpaint frames: equal slices share one
+    encoding, and the moments equal each slice encoded on its own."""
+    model = recipe_model(FIXTURE_DIR / "easyanimate_v3_vae_small.json")
+    frame = torch.rand(1, 3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    video = torch.cat([frame.expand(-1, -1, 16, -1, -1), -torch.ones(1, 3, 8, 8, 8)], dim=2)  # slices A A B
+    calls = []
+    hook = model.encoder.conv_in.register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        moments = model.encoder(video)
+    hook.remove()
+    with torch.no_grad():
+        one_by_one = torch.cat([model.encoder.encode_slice(video[:, :, a:a + 8]) for a in (0, 8, 16)], dim=2)
+    assert len(calls) == 2
+    assert torch.equal(moments, one_by_one)
+
+
 def test_stream_chunks_only_see_their_neighbours():
     """A chunk reads the previous and next chunk's latents, nothing farther: what keeps streaming memory flat."""
     model = recipe_model(FIXTURE_DIR / "easyanimate_v3_vae_small.json")

@@ -8,6 +8,7 @@ run between steps.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
@@ -20,7 +21,7 @@ from ..models.transformer import DiTalkerTransformer3DModel
 from .conditioning import inpaint_latents, phoneme_windows, slice_frames
 from .guidance import Guidance
 from .scheduling import denoised_estimate, make_scheduler
-from .speed import Speedups, applied
+from .speed import Speedups, applied, computed_in, mag_cache
 from .windows import Window, plan_windows
 
 Progress = Callable[[int, int], None]
@@ -200,10 +201,11 @@ class DiTalkerPipeline:
             size = part.stop - part.start
             batch = {k: (v[part] if v is not None else None) for k, v in inputs.items()}
             with self.transformer.cache_context(f"branches {first}", step_index=step,
-                                                num_inference_steps=steps or options.steps, timestep=t):
+                                                num_inference_steps=steps or options.steps, timestep=t), \
+                    computed_in(latents.device, options.speed.precision):
                 sample = self.transformer(latents.expand(size, -1, -1, -1, -1), t.expand(size),
                                           inpaint_latents=inpaint.expand(size, -1, -1, -1, -1), **batch).sample
-            outputs.append(sample[:, : latents.shape[1]])
+            outputs.append(sample[:, : latents.shape[1]].to(latents.dtype))
         return options.guidance.combine(torch.cat(outputs)[:, None])
 
     @torch.no_grad()
@@ -262,6 +264,14 @@ class DiTalkerPipeline:
         need += need % 2  # keep the even-length slicing of the full window
         return torch.cat(list(decode_latents(self.vae, latents[:, :, -need:])), dim=1)[:, -frames:]
 
+    def _window_cache(self, options: SamplingOptions, steps: int) -> contextlib.AbstractContextManager:
+        """MagCache, set up per window (see ``speed.mag_cache``); the other settings hold for the whole run."""
+        if options.speed.cache != "mag":
+            return contextlib.nullcontext()
+        count = len(options.guidance.branches())
+        calls = -(-count // (options.branch_batch or count))
+        return mag_cache(self.transformer, options.speed.threshold, options.scheduler, steps, calls)
+
     def sample(self, conditions: Conditions, options: SamplingOptions = SamplingOptions(),
                progress: Progress = lambda done, total: None, preview: Optional[Preview] = None) -> SampledVideo:
         """Denoise every window; each window after the first starts from the previous one's decoded tail."""
@@ -275,8 +285,9 @@ class DiTalkerPipeline:
                 if index and window.known:
                     previous_latents = latents[-1][:, :, -(window.known // 4):]
                     known = (self._decode_tail(latents[-1], window.known), previous_latents)
-                result = self._sample_window(conditions, window, known, options, index, progress, index * steps,
-                                             len(windows) * steps, preview)
+                with self._window_cache(options, steps):
+                    result = self._sample_window(conditions, window, known, options, index, progress,
+                                                 index * steps, len(windows) * steps, preview)
                 latents.append(result.cpu())
         return SampledVideo(latents, windows, conditions.num_frames)
 

@@ -1,15 +1,17 @@
-"""Speed settings, all from diffusers' own machinery: the step cache, the attention backend and compiled blocks.
+"""Speed settings, all from diffusers' own machinery: the step caches, the attention backend and compiled blocks.
 
-They are applied to the transformer for one run (``applied``) and taken off after it, so one loaded model serves
-runs with different settings (ComfyUI caches node outputs and hands the same model to every sampler).
+They are applied to the transformer for one run (``applied``; MagCache per window, ``mag_cache``) and taken off
+after it, so one loaded model serves runs with different settings (ComfyUI caches node outputs and hands the same
+model to every sampler).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 
@@ -17,19 +19,27 @@ from ..errors import InputError
 
 logger = logging.getLogger(__name__)
 
-CACHES = ("off", "first_block")
+CACHES = ("off", "first_block", "mag")
+PRECISIONS = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
 class Speedups:
-    cache: str = "off"  # "first_block": diffusers' FirstBlockCache (skip the other blocks while block 0 barely moves)
-    threshold: float = 0.05  # FirstBlockCache: relative change of block 0's residual that forces a full step
+    # "first_block": diffusers' FirstBlockCache (skip the other blocks while block 0's residual barely moves);
+    # "mag": diffusers' MagCache (skip every block while the residual's predicted magnitude change stays small)
+    cache: str = "off"
+    threshold: float = 0.05  # FirstBlockCache: relative change of block 0's residual; MagCache: accumulated error
     attention: str = "native"  # a diffusers attention backend ("native", "flash", "sage", ...)
     compile: bool = False  # diffusers' compile_repeated_blocks: one torch.compile'd block, reused by all
+    # "bf16" / "fp16": the transformer's matmuls under torch.autocast (norms and softmax stay float32, the loaded
+    # weights are untouched); "auto": the weights' own dtype
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.cache not in CACHES:
             raise InputError(f"cache {self.cache!r} is not one of {CACHES}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision {self.precision!r} is not one of {tuple(PRECISIONS)}")
         if not self.threshold >= 0:
             raise InputError(f"cache threshold must be >= 0 (0 = never skip), got {self.threshold}")
 
@@ -64,6 +74,73 @@ def _compile_blocks(transformer) -> bool:
     return True
 
 
+def computed_in(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The transformer calls' compute precision: torch.autocast for bf16/fp16, nothing for "auto"."""
+    dtype = PRECISIONS[precision]
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+# MagCache's ratios belong to a model, scheduler and step count: measured once, on the first window run with them.
+_MAG_RATIOS: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[str, int], list[float]]]" = \
+    weakref.WeakKeyDictionary()
+
+
+class _ResidualRatios:
+    """MagCache's calibration statistic on a window run without the cache: per step, the mean over tokens of
+    |residual| / |previous step's residual|, residual = the block stack's output - its input (one forward per
+    ``calls_per_step`` guidance-branch batch; each batch compared with its own previous step)."""
+
+    def __init__(self, transformer, calls_per_step: int):
+        self.calls_per_step, self.calls = calls_per_step, 0
+        self.previous: dict[int, torch.Tensor] = {}
+        self.ratios: dict[int, list[float]] = {}
+        blocks = transformer.transformer_blocks
+        self.handles = [blocks[0].register_forward_pre_hook(self._enter, with_kwargs=True),
+                        blocks[-1].register_forward_hook(self._leave)]
+
+    def _enter(self, module, args, kwargs) -> None:
+        self.input = args[0] if args else kwargs["hidden_states"]
+
+    def _leave(self, module, args, output: torch.Tensor) -> None:
+        step, slot = divmod(self.calls, self.calls_per_step)
+        residual = (output - self.input).float()
+        ratio = 1.0 if slot not in self.previous else \
+            (residual.norm(dim=-1) / (self.previous[slot].norm(dim=-1) + 1e-8)).mean().item()
+        self.previous[slot] = residual
+        self.ratios.setdefault(step, []).append(ratio)
+        self.calls += 1
+
+    def result(self) -> list[float]:
+        for handle in self.handles:
+            handle.remove()
+        return [sum(r) / len(r) for _, r in sorted(self.ratios.items())]
+
+
+@contextlib.contextmanager
+def mag_cache(transformer, threshold: float, scheduler: str, steps: int, calls_per_step: int) -> Iterator[bool]:
+    """diffusers' MagCache for one window (its state is per denoising run). Its magnitude ratios are the model's:
+    the first window run with this model, scheduler and step count measures them without skipping (yields False),
+    later windows and runs skip with them (yields True)."""
+    from diffusers import MagCacheConfig
+
+    known = _MAG_RATIOS.setdefault(transformer, {})
+    ratios: Optional[list[float]] = known.get((scheduler, steps))
+    if ratios is None:
+        measure = _ResidualRatios(transformer, calls_per_step)
+        try:
+            yield False
+        finally:
+            measured = measure.result()
+        if len(measured) == steps:  # a complete window
+            known[(scheduler, steps)] = measured
+        return
+    transformer.enable_cache(MagCacheConfig(threshold=threshold, num_inference_steps=steps, mag_ratios=ratios))
+    try:
+        yield True
+    finally:
+        transformer.disable_cache()
+
+
 @contextlib.contextmanager
 def applied(transformer, speedups: Speedups) -> Iterator[Speedups]:
     """Apply ``speedups`` for the body; yields what is actually in use (after fallbacks).
@@ -82,7 +159,7 @@ def applied(transformer, speedups: Speedups) -> Iterator[Speedups]:
         if speedups.attention != "native":
             attention = _set_attention(transformer, speedups.attention)
         compiled = speedups.compile and _compile_blocks(transformer)
-        yield Speedups(speedups.cache, speedups.threshold, attention, compiled)
+        yield Speedups(speedups.cache, speedups.threshold, attention, compiled, speedups.precision)
     finally:  # also after a refused setting: the model leaves as it came (compiled blocks stay compiled)
         if transformer.is_cache_enabled:
             transformer.disable_cache()
