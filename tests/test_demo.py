@@ -41,6 +41,19 @@ def test_readme_main_command_writes_the_video_with_its_audio(tmp_path):
     assert (tmp_path / "strip.png").is_file()
 
 
+@pytest.mark.skipif(torch.cuda.device_count() > 1, reason="with GPUs --nproc renders (checked on the GPU machine)")
+def test_nproc_relaunches_under_torchrun_and_refuses_a_machine_without_accelerators(tmp_path):
+    """``--nproc 2`` starts two processes with torchrun; each joins the group and asks diffusers for context
+    parallelism, which places process r on accelerator r: without one, each says so and how to run instead."""
+    run = subprocess.run([sys.executable, "-m", "ditalker_core.demo", "--nproc", "2", "--out", str(tmp_path),
+                          "--steps", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode != 0
+    for rank in (0, 1):
+        assert f"[rank{rank}]: ditalker_core.errors.InputError: --nproc 2 needs one accelerator per process" \
+            in run.stderr
+    assert "run without --nproc" in run.stderr and not (tmp_path / "ditalker_demo.mp4").exists()
+
+
 def test_demo_workflow_runs_the_shipped_model_as_installed(host):
     """The pack registers the demo folders and copies the demo inputs: the workflow runs unchanged."""
     from comfy_host.workflow import execute_prompt, ui_to_api

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -13,6 +18,9 @@ from ditalker_core.models.audio_projection import AudioProjection
 
 BACKBONE_ONLY = dict(enable_audio_attention=False, enable_style_attn=False, enable_scale_adapter=False,
                      enable_eca=False, enable_pose_adapter=False, enable_repa=False)
+
+
+CONTEXT_PARALLEL_FRAMES = 4  # latent frames of the context-parallel check: 2 per process
 
 
 def tiny(**overrides) -> DiTalkerTransformer3DModel:
@@ -379,3 +387,23 @@ def test_compiled_blocks_compute_what_the_eager_ones_do_and_compile_once() -> No
     assert [block._compiled_call_impl for block in model.transformer_blocks] == calls
     torch.testing.assert_close(compiled, eager, rtol=0, atol=5e-5 * float(eager.abs().max()))
     torch.testing.assert_close(again, compiled, rtol=0, atol=0)
+
+
+def test_two_processes_split_by_frames_compute_what_one_does(tmp_path: Path) -> None:
+    """diffusers' context parallelism with the model's ``_cp_plan`` on 2 CPU processes (torchrun, gloo, Ulysses):
+    each holds 2 of the 4 latent frames, the motion modules exchange them, and the gathered output equals one
+    process's forward. Global attention, frame positions, grouped audio and the pose offset all cross the split."""
+    out = tmp_path / "parallel.pt"
+    worker = Path(__file__).with_name("context_parallel_worker.py")
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(worker), str(out)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    model = tiny(audio_token_groups=CONTEXT_PARALLEL_FRAMES)
+    randomize(model)
+    with torch.no_grad():
+        single = model(**inputs(model, frames=CONTEXT_PARALLEL_FRAMES)).sample
+    parallel = torch.load(out)
+    assert parallel.shape == single.shape
+    assert (parallel - single).abs().max().item() < 1e-5 * single.abs().max().item()

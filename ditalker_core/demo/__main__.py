@@ -2,12 +2,14 @@
 
 Writes ``OUT/ditalker_demo.mp4`` (the generated video with the speech as its sound track, exactly
 ceil(duration * 25) frames), ``OUT/side_by_side.mp4`` (portrait | generated | the style clip's DWPose drawing)
-and ``OUT/strip.png`` (every 8th frame), and prints their paths.
+and ``OUT/strip.png`` (every 8th frame), and prints their paths. ``--nproc N`` splits each window's token sequence
+over N processes (one GPU each; ``pipeline.parallel``).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..extract.phonemes import extract_phonemes
 from ..media import write_video
-from ..pipeline import Guidance, SamplingOptions
+from ..pipeline import Guidance, SamplingOptions, parallel
 from . import DEFAULT_OPTIONS, FPS, INPUTS, TRANSFORMER, DemoInputs, DemoModels, read_inputs
 
 
@@ -59,7 +61,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--guidance", type=float, nargs=3, metavar=("AUDIO", "STYLE", "EMOTION"),
                         default=[DEFAULT_OPTIONS.guidance.audio, DEFAULT_OPTIONS.guidance.style,
                                  DEFAULT_OPTIONS.guidance.emotion])
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="processes (GPUs) that share each window's frames (diffusers' context parallelism)")
     args = parser.parse_args(argv)
+    if args.nproc > 1 and not parallel.under_torchrun():
+        parallel.relaunch(args.nproc, "ditalker_core.demo", sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     request = DemoInputs(portrait=Path(args.portrait), style=Path(args.style), pose=Path(args.pose),
@@ -69,13 +75,16 @@ def main(argv: list[str] | None = None) -> None:
     inputs = read_inputs(request)
     if args.speech and args.transcript:
         inputs["phoneme_ids"] = extract_phonemes(inputs["audio"], args.transcript, sample_rate=16000).ids
-    models = DemoModels(args.transformer)
+    models = DemoModels(args.transformer, parallel.process_device())
+    rank = parallel.join(models.pipeline.transformer) if parallel.under_torchrun() else 0
     conditions = models.conditions(**inputs)
     options = SamplingOptions(steps=args.steps, scheduler=DEFAULT_OPTIONS.scheduler, seed=args.seed,
                               denoise=args.denoise, guidance=Guidance(*args.guidance))
     total = models.pipeline.total_steps(conditions.num_frames, options)
-    with tqdm(total=total, desc="denoising", unit="step") as bar:
+    with tqdm(total=total, desc="denoising", unit="step", disable=rank != 0) as bar:
         video = models.pipeline.sample(conditions, options, lambda done, _: bar.update(done - bar.n))
+    if rank != 0:  # every process sampled the same video; one writes it
+        return
     frames = (torch.cat(list(models.pipeline.decode(video))).numpy() * 255).round().astype(np.uint8)
 
     out = Path(args.out)

@@ -71,7 +71,6 @@ class DiTalkerBlock(nn.Module):
         timestep: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
         encoder_attention_mask: Optional[torch.Tensor],
-        num_frames: int,
         height: int,
         width: int,
         audio_tokens: Optional[torch.Tensor] = None,
@@ -88,6 +87,8 @@ class DiTalkerBlock(nn.Module):
         """
         if skip is not None:
             hidden_states = hidden_states + skip
+        # Frames from the tokens: under context parallelism a process holds a run of whole frames (``_cp_plan``).
+        num_frames = hidden_states.shape[1] // (height * width)
         batch = hidden_states.shape[0]
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.scale_shift_table[None] + timestep.reshape(batch, 6, -1)

@@ -48,12 +48,15 @@ class FramePositionalEncoding(nn.Module):
         super().__init__()
         self.register_buffer("pe", frame_position_table(dim, max_len))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.pe[:, : x.shape[1]].to(x.dtype)
+    def forward(self, x: torch.Tensor, first: int = 0) -> torch.Tensor:
+        """``first``: the index of x's first frame in the clip (a context-parallel process holds a later run)."""
+        return x + self.pe[:, first: first + x.shape[1]].to(x.dtype)
 
 
 class FrameAttention(Attention):
     """Self-attention across frames: per spatial position ("Temporal") or over the whole clip ("Global")."""
+
+    across_frames = True  # under context parallelism, the attention that gathers the frames (attention.py)
 
     def __init__(self, mode: str, query_dim: int, heads: int, dim_head: int, max_frames: int = 4096,
                  position_encoding: bool = True):
@@ -68,13 +71,21 @@ class FrameAttention(Attention):
         tokens = hidden_states.shape[1]
         x = rearrange(hidden_states, "(b f) d c -> (b d) f c", f=num_frames)
         if self.pos_encoder is not None:
-            x = self.pos_encoder(x)
+            x = self.pos_encoder(x, self._first_frame(num_frames))
         if self.mode == "Global":
             x = rearrange(x, "(b d) f c -> b (f d) c", d=tokens)
         x = super().forward(x)
         if self.mode == "Global":
             return rearrange(x, "b (f d) c -> (b f) d c", f=num_frames)
         return rearrange(x, "(b d) f c -> (b f) d c", d=tokens)
+
+    def _first_frame(self, num_frames: int) -> int:
+        """0, or under context parallelism this process's first frame (diffusers' sharder gives process r the
+        r-th of equal runs)."""
+        config = self.processor._parallel_config
+        if config is None or config.context_parallel_config is None:
+            return 0
+        return config.context_parallel_config._flattened_mesh.get_local_rank() * num_frames
 
 
 class MotionTransformerBlock(nn.Module):

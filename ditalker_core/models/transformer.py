@@ -12,6 +12,13 @@ Data path of one forward:
       -> adaLN output norm -> linear -> unpatchify -> (B, 2C, F, H, W): noise (C) | learned variance (C)
 
 The REPA side output (hidden states of block ``repa_depth`` through the REPA head) is returned for training.
+
+Context parallelism (diffusers' ``enable_parallelism``, ``_cp_plan``) splits the token sequence by *latent frames*:
+each process holds a run of whole frames from block 0 to the output projection. Frame-wise attention, the
+per-frame GroupNorm of the motion modules and the per-frame audio tokens then need nothing from other processes;
+the motion modules' attentions across frames (Temporal, Global) are the only ones that exchange tokens
+(Ulysses all-to-all in diffusers' dispatcher; they add the global frame positions). Splitting by rows instead
+would break the frame-wise attention and the per-frame norms and 2D position table.
 State-dict keys are the official DiTalker / EasyAnimateV3 ones, so both load unconverted.
 """
 
@@ -22,6 +29,7 @@ from typing import Any, Optional
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelOutput
 from diffusers.models.cache_utils import CacheMixin
 from diffusers.models.embeddings import PatchEmbed, PixArtAlphaTextProjection
 from diffusers.models.modeling_utils import ModelMixin
@@ -98,6 +106,13 @@ class DiTalkerTransformer3DModel(ModelMixin, ConfigMixin, CacheMixin):
     _supports_gradient_checkpointing = True
     _no_split_modules = ["DiTalkerBlock"]
     _repeated_blocks = ["DiTalkerBlock"]  # compile_repeated_blocks compiles one block, reused by all
+    # Split by latent frames (see the module docstring): block 0's tokens and every block's per-frame audio
+    # tokens (grouped audio, 4 dims; the official ungrouped tokens are read whole), gathered after proj_out.
+    _cp_plan = {
+        "transformer_blocks.0": {"hidden_states": ContextParallelInput(split_dim=1, expected_dims=3)},
+        "transformer_blocks.*": {"audio_tokens": ContextParallelInput(split_dim=1, expected_dims=4)},
+        "proj_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
+    }
 
     @register_to_config
     def __init__(
@@ -383,7 +398,7 @@ class DiTalkerTransformer3DModel(ModelMixin, ConfigMixin, CacheMixin):
             skip = None
             if cfg.enable_uvit and index >= first_skip_target:
                 skip = self.long_connect_fc[index - first_skip_target](skips.pop())
-            args = (tokens, time_mod, text_tokens, text_bias, frames, h, w, heard, style_tokens,
+            args = (tokens, time_mod, text_tokens, text_bias, h, w, heard, style_tokens,
                     None if s_alpha is None else s_alpha[:, index, None],
                     None if s_phi is None else s_phi[:, index, None], c_emo, skip)
             if torch.is_grad_enabled() and self.gradient_checkpointing:
