@@ -4,8 +4,8 @@ The blocks' frame-wise self-attention, the motion module's frame attentions and 
 emotion cross-attentions all run through ``dispatch_attention_fn`` (as Wan's processor does), so
 ``model.set_attention_backend("native" | "flash" | "sage" | ...)`` switches all of them at once, and context
 parallelism finds its ``_parallel_config`` here: only attentions across frames (``attn.across_frames``) use it,
-since a process holds whole frames (see the transformer's ``_cp_plan``) and every other attention is local. The math is PyTorch's SDPA, exactly what diffusers'
-``AttnProcessor2_0`` computed before (the parity fixtures still hold).
+since a process holds whole frames (see the transformer's ``_cp_plan``) and every other attention is local. The
+math is PyTorch's SDPA, exactly what diffusers' ``AttnProcessor2_0`` computed before (the parity fixtures still hold).
 """
 
 from __future__ import annotations
