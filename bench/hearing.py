@@ -25,7 +25,7 @@ if __package__ in (None, ""):
 import torch
 
 from ditalker_core.checkpoints import load_transformer
-from training.conditioning import load_frozen, prepare_inputs
+from training.conditioning import StepRandom, load_frozen, prepare_inputs
 from training.config import load_config
 from training.dataset import ClipDataset, read_metadata
 from training.losses import GaussianDiffusion, region_loss
@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> dict:
     diffusion = GaussianDiffusion(**{k: config["diffusion"][k] for k in ("num_timesteps", "beta_start",
                                                                         "beta_end")})
     generator = torch.Generator().manual_seed(args.seed)
-    latents, kwargs, _ = prepare_inputs(batch, frozen, config, cfg.clip_tokens, generator, torch.device("cpu"))
+    random = StepRandom.of_step(args.seed, 0, 0, 0, len(records))
+    latents, kwargs, _ = prepare_inputs(batch, frozen, config, cfg.clip_tokens, random, torch.device("cpu"))
     audio = kwargs.pop("audio_encoder_hidden_states")
     heard = {"own": audio, "other": audio.roll(1, dims=0), "none": torch.zeros_like(audio)}
     lip_mask = batch["lip_mask"]

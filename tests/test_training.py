@@ -259,7 +259,7 @@ def test_exported_checkpoints_load_and_sample(data, helpers, base_model, tmp_pat
 
 
 def test_memory_cache_gives_the_uncached_inputs_and_encodes_each_clip_once(data, helpers, tmp_path):
-    from training.conditioning import load_frozen, prepare_inputs
+    from training.conditioning import StepRandom, load_frozen, prepare_inputs
     from training.config import load_config
     from training.dataset import ClipDataset, read_metadata
 
@@ -273,7 +273,7 @@ def test_memory_cache_gives_the_uncached_inputs_and_encodes_each_clip_once(data,
         calls = []
         encode = frozen.vae.encode
         frozen.vae.encode = lambda video: calls.append(video.shape[0]) or encode(video)
-        runs = [prepare_inputs(batch, frozen, config, 8, torch.Generator().manual_seed(s), torch.device("cpu"))
+        runs = [prepare_inputs(batch, frozen, config, 8, StepRandom.of_step(0, s, 0, 0, 2), torch.device("cpu"))
                 for s in (1, 1, 2)]
         results[cached] = runs, calls
     (plain, plain_calls), (cached, cached_calls) = results[False], results[True]
@@ -354,10 +354,10 @@ def test_eye_term_is_the_error_inside_the_eye_mask_by_hand():
 
 
 def test_condition_dropout_matches_each_probability_independently():
-    from training.conditioning import CONDITIONS, keep_masks
+    from training.conditioning import CONDITIONS, StepRandom, keep_masks
 
     drop = {"audio": 0.1, "phoneme": 0.3, "style": 0.5, "text": 0.2}
-    keep = keep_masks(20000, drop, torch.Generator().manual_seed(0))
+    keep = keep_masks(drop, StepRandom.of_step(0, 0, 0, 0, 20000))
     for name in CONDITIONS:
         assert float((~keep[name]).float().mean()) == pytest.approx(drop.get(name, 0.0), abs=0.012), name
     both = float((~keep["audio"] & ~keep["style"]).float().mean())
@@ -513,3 +513,31 @@ def test_repa_chunk_is_the_same_tokens_in_the_model_and_in_the_frame_by_hand():
     assert repa_chunk(frames, grid, None, torch.Generator().manual_seed(0))[2] == slice(0, 8)  # a whole frame
     with pytest.raises(ValueError, match="repa_tokens=3 does not divide the 8 tokens"):
         repa_chunk(frames, grid, 3, torch.Generator())
+
+
+def test_two_processes_take_the_step_one_process_takes_with_the_doubled_batch(data, helpers, tmp_path):
+    """torchrun, 2 CPU processes (gloo) with batch 1 against 1 process with batch 2: every sample draws its noise,
+    timestep, masks and dropped conditions by its place in the global batch, DDP averages the gradients, so the
+    losses and the trained weights after two steps are the same."""
+    from training.train import main
+
+    common = {"train.max_steps": 2, "train.lr": 1e-3, "losses.id.weight": 0.1,
+              "model.trainable": "[backbone, repa_head]", "conditions.drop": json.dumps({"audio": 0.5, "text": 0.5})}
+    single = tmp_path / "single"
+    main(["--config", str(CONFIGS / "phase1.yaml"), *overrides(data, helpers, single, **common,
+                                                                **{"train.batch_size": 2})])
+    double = tmp_path / "double"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(ROOT / "training" / "train.py"), "--config", str(CONFIGS / "phase1.yaml"),
+                          *overrides(data, helpers, double, **common)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    for got, want in zip(metrics(double), metrics(single), strict=True):
+        for key in ("loss", "rec", "eye", "vb", "id"):
+            assert got[key] == pytest.approx(want[key], rel=1e-4), (got["step"], key)
+    got, want = (read_state_dict(out / "transformer.safetensors")[0] for out in (double, single))
+    # Adam divides by the gradient's running size, so a weight whose gradient is nearly 0 (attention key biases:
+    # exactly 0, softmax ignores a shift shared by all keys) moves by rounding noise made lr-sized, which depends on
+    # the summation order: compared to 5 % of the largest possible move (lr * steps = 2e-3); a different draw
+    # moves weights by the whole of it.
+    assert all(torch.allclose(got[k], want[k], rtol=0, atol=1e-4) for k in want)

@@ -4,7 +4,9 @@ Everything here is frozen: the EasyAnimateV3 MagViT VAE (video, inpaint mask and
 CLIP image encoder (reference embedding), T5 (caption tokens, encoded once per distinct caption through the
 on-disk cache of ``ditalker_core.extract.emotion`` and then unloaded), DINOv2 (identity loss targets) and the
 SyncNet expert (sync loss). All randomness (VAE posterior samples, inpaint masks, condition dropout) is drawn
-from the step's generator, so a resumed run repeats the uninterrupted one.
+from the step's ``StepRandom``: one generator per sample, seeded by the step and the sample's place in the global
+batch, so a resumed run repeats the uninterrupted one and N processes draw what one process with N times the
+batch draws.
 """
 
 from __future__ import annotations
@@ -114,6 +116,35 @@ def load_frozen(config: dict[str, Any], texts: Iterable[str], device: torch.devi
     return frozen
 
 
+# ----------------------------------------------------------------------------- randomness
+@dataclass
+class StepRandom:
+    """The draws of one micro-step. ``samples``: one generator per sample of this process, seeded by (seed, step,
+    micro-step, index in the global batch), so what a sample draws does not depend on how the global batch is
+    split over processes; ``shared``: the choices made once for the whole global batch (the REPA chunk, the
+    sync loss's frames), the same in every process."""
+
+    shared: torch.Generator
+    samples: list[torch.Generator]
+
+    @classmethod
+    def of_step(cls, seed: int, step: int, micro: int, first: int, count: int) -> "StepRandom":
+        """Samples ``first .. first + count - 1`` of the global batch of (``step``, ``micro``)."""
+        def generator(*key: int) -> torch.Generator:
+            words = np.random.SeedSequence([seed, step, micro, *key]).generate_state(2)
+            return torch.Generator().manual_seed(int(words[0]) << 31 | int(words[1]) >> 1)
+
+        return cls(generator(), [generator(1, first + i) for i in range(count)])
+
+    def randn(self, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+        """(B, *rest) standard normal, sample i from its own generator."""
+        return torch.stack([torch.randn(tuple(shape[1:]), generator=g) for g in self.samples])
+
+    def rand(self) -> torch.Tensor:
+        """(B,) uniform, one per sample."""
+        return torch.cat([torch.rand(1, generator=g) for g in self.samples])
+
+
 # ----------------------------------------------------------------------------- inpaint masks
 def _randint(low: int, high: int, generator: torch.Generator) -> int:
     return int(torch.randint(low, high, (1,), generator=generator))
@@ -153,28 +184,29 @@ def inpaint_mask(frames: int, height: int, width: int, mode: str, generator: tor
 
 
 # ----------------------------------------------------------------------------- batch -> inputs
-def _encode(vae: AutoencoderKLMagvit, video: torch.Tensor, generator: torch.Generator,
+def _encode(vae: AutoencoderKLMagvit, video: torch.Tensor, random: StepRandom,
             cache: Optional[MemoryCache] = None) -> torch.Tensor:
     if cache is None:
         posterior = vae.encode(video.to(vae.dtype))
     else:
         moments = cache.per_item("vae", video, lambda clip: vae.encode(clip[None].to(vae.dtype)).parameters)
         posterior = DiagonalGaussianDistribution(moments.to(video.device))
-    return posterior.sample(generator=generator) * vae.config.scaling_factor
+    noise = random.randn(posterior.mean.shape).to(posterior.mean)
+    return (posterior.mean + posterior.std * noise) * vae.config.scaling_factor
 
 
 CONDITIONS = ("audio", "phoneme", "pose", "reference", "style", "text")
 
 
-def keep_masks(batch: int, drop: dict[str, float], generator: torch.Generator) -> dict[str, torch.Tensor]:
+def keep_masks(drop: dict[str, float], random: StepRandom) -> dict[str, torch.Tensor]:
     """Per condition, a (B,) bool tensor: True = keep, False = replace by the null condition (probability
-    ``drop[name]``, 0 when not listed)."""
-    return {name: torch.rand(batch, generator=generator) >= float(drop.get(name, 0.0)) for name in CONDITIONS}
+    ``drop[name]``, 0 when not listed); one independent draw per sample and condition."""
+    return {name: random.rand() >= float(drop.get(name, 0.0)) for name in CONDITIONS}
 
 
 @torch.no_grad()
 def prepare_inputs(batch: dict[str, Any], frozen: FrozenModels, config: dict[str, Any], clip_tokens: int,
-                   generator: torch.Generator, device: torch.device
+                   random: StepRandom, device: torch.device
                    ) -> tuple[torch.Tensor, dict[str, Any], dict[str, torch.Tensor]]:
     """-> (clean latents (B, C, f, h, w), model kwargs except the noisy latent and timestep, keep masks).
 
@@ -184,20 +216,20 @@ def prepare_inputs(batch: dict[str, Any], frozen: FrozenModels, config: dict[str
     pixels = batch["pixel_values"].to(device).permute(0, 2, 1, 3, 4).float() / 127.5 - 1  # (B, 3, F, H, W)
     b, _, frames, height, width = pixels.shape
     cache = frozen.cache
-    latents = _encode(frozen.vae, pixels, generator, cache)
+    latents = _encode(frozen.vae, pixels, random, cache)
 
     data = config["data"]
-    mask = torch.stack([inpaint_mask(frames, height, width, data["inpaint_mask"], generator, data["known_frames"])
-                        for _ in range(b)]).to(device)  # (B, 1, F, H, W)
+    mask = torch.stack([inpaint_mask(frames, height, width, data["inpaint_mask"], g, data["known_frames"])
+                        for g in random.samples]).to(device)  # (B, 1, F, H, W)
     masked = pixels * (1 - mask) - mask
-    inpaint = torch.cat([_encode(frozen.vae, mask.expand(-1, 3, -1, -1, -1), generator, cache),
-                         _encode(frozen.vae, masked, generator, cache)], dim=1)
+    inpaint = torch.cat([_encode(frozen.vae, mask.expand(-1, 3, -1, -1, -1), random, cache),
+                         _encode(frozen.vae, masked, random, cache)], dim=1)
     no_reference = mask.flatten(1).amin(1).cpu() > 0.5
     p_zero = config["conditions"]["zero_inpaint_without_reference"]
-    zero = no_reference & (torch.rand(b, generator=generator) < p_zero)
+    zero = no_reference & (random.rand() < p_zero)
     inpaint = inpaint * (~zero).to(device, inpaint.dtype).view(-1, 1, 1, 1, 1)
 
-    keep = keep_masks(b, config["conditions"]["drop"], generator)
+    keep = keep_masks(config["conditions"]["drop"], random)
     first = batch["pixel_values"][:, 0].permute(0, 2, 3, 1).cpu().numpy()  # reference frame, (B, H, W, 3)
     def reference(image: np.ndarray) -> torch.Tensor:
         return encode_reference(image, frozen.clip, frozen.clip_processor, (height, width))

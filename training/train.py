@@ -30,7 +30,7 @@ import torch
 from ditalker_core.errors import InputError
 from training.checkpointing import (EMA, build_model, export, find_resume, load_state, remove_incomplete,
                                     save_state, select_trainable, set_train_mode)
-from training.conditioning import FrozenModels, load_frozen, prepare_inputs
+from training.conditioning import FrozenModels, StepRandom, load_frozen, prepare_inputs
 from training.config import load_config
 from training.dataset import ClipDataset, ResumableSampler, clips_without_sound, read_metadata
 from training.losses import (GaussianDiffusion, dino_tokens, identity_loss, reconstruction_losses, region_loss,
@@ -40,30 +40,30 @@ from training.validation import write_sample
 logger = logging.getLogger("training")
 
 
-def step_generator(seed: int, rank: int, step: int, micro: int) -> torch.Generator:
-    """The generator of one micro-step; also reseeds torch's global RNG (dropout) from it."""
-    words = np.random.SeedSequence([seed, rank, step, micro]).generate_state(2)
-    generator = torch.Generator().manual_seed(int(words[0]) << 31 | int(words[1]) >> 1)
-    torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-    return generator
+def step_random(seed: int, rank: int, batch: int, step: int, micro: int) -> StepRandom:
+    """The draws of one micro-step for process ``rank`` (samples ``rank * batch ...`` of the global batch); also
+    reseeds torch's global RNG (dropout) per process."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, step, micro, 2, rank]).generate_state(1)[0]))
+    return StepRandom.of_step(seed, step, micro, rank * batch, batch)
 
 
 def compute_losses(model: torch.nn.Module, batch: dict[str, Any], frozen: FrozenModels,
                    diffusion: GaussianDiffusion, config: dict[str, Any], cfg: dict[str, Any],
-                   generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                   random: StepRandom, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted total loss and every enabled term (unweighted) for one micro-batch; ``cfg``: the model config."""
     weights = config["losses"]
-    latents, kwargs, keep = prepare_inputs(batch, frozen, config, cfg["clip_tokens"], generator, device)
+    latents, kwargs, keep = prepare_inputs(batch, frozen, config, cfg["clip_tokens"], random, device)
     latents = latents.float()
-    b, _, frames, height, width = latents.shape
-    noise = torch.randn(latents.shape, generator=generator).to(device)
-    t = diffusion.sample_timesteps(b, generator, config["diffusion"]["timestep_sampling"]).to(device)
+    _, _, frames, height, width = latents.shape
+    noise = random.randn(latents.shape).to(device)
+    mode = config["diffusion"]["timestep_sampling"]
+    t = torch.cat([diffusion.sample_timesteps(1, g, mode) for g in random.samples]).to(device)
     x_t = diffusion.q_sample(latents, t, noise)
 
     repa_index = None
     grid = (height // cfg["patch_size"], width // cfg["patch_size"])
     if weights["id"]["weight"]:
-        repa_index, repa_frame, repa_tokens = repa_chunk(frames, grid, cfg["repa_tokens"], generator)
+        repa_index, repa_frame, repa_tokens = repa_chunk(frames, grid, cfg["repa_tokens"], random.shared)
     output = model(x_t, t, repa_index=repa_index, **kwargs)
     eps_hat, var_values = output.sample.float().chunk(2, dim=1)
 
@@ -86,7 +86,7 @@ def compute_losses(model: torch.nn.Module, batch: dict[str, Any], frozen: Frozen
         x0_hat = diffusion.predict_x0(x_t, t, eps_hat)
         terms["sync_l2"], terms["syncnet"] = sync_losses(
             frozen.vae, frozen.syncnet, latents, x0_hat, batch["face_mask"].to(device), batch["mel"].to(device),
-            keep["audio"].to(device), generator, weights["sync"]["frames"])
+            keep["audio"].to(device), random.shared, weights["sync"]["frames"])
         total = total + weights["sync"]["weight"] * (terms["sync_l2"]
                                                      + weights["sync"]["syncnet_weight"] * terms["syncnet"])
     return total, terms
@@ -255,10 +255,10 @@ def run(config: dict[str, Any]) -> Path:
         sums: dict[str, float] = defaultdict(float)
         for micro in range(train["grad_accum"]):
             batch = next(batches)
-            generator = step_generator(seed, accelerator.process_index, step, micro)
+            random = step_random(seed, accelerator.process_index, train["batch_size"], step, micro)
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    total, terms = compute_losses(model, batch, frozen, diffusion, config, model_cfg, generator,
+                    total, terms = compute_losses(model, batch, frozen, diffusion, config, model_cfg, random,
                                                   device)
                 accelerator.backward(total)
                 if accelerator.sync_gradients and train["max_grad_norm"]:
