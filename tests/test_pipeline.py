@@ -309,7 +309,7 @@ def test_mag_cache_measures_the_ratios_diffusers_would_once_then_skips(pipe: DiT
     pipe.transformer.enable_cache(MagCacheConfig(calibrate=True, num_inference_steps=4))
     pipe(cond, SamplingOptions(steps=4))  # the run takes the cache off after it
     printed = capsys.readouterr().out.split("mag_ratios=...):")[1].strip().splitlines()[0]
-    ours = _MAG_RATIOS[pipe.transformer][("dpm++", 4)]
+    ours = _MAG_RATIOS[pipe.transformer][("dpm++", 4, 1.0)]
     assert ours == pytest.approx(ast.literal_eval(printed), rel=1e-5)
     assert len(ours) == 4 and ours[0] == 1.0 and ours[1] != 1.0
 

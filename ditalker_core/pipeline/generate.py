@@ -270,7 +270,8 @@ class DiTalkerPipeline:
             return contextlib.nullcontext()
         count = len(options.guidance.branches())
         calls = -(-count // (options.branch_batch or count))
-        return mag_cache(self.transformer, options.speed.threshold, options.scheduler, steps, calls)
+        schedule = (options.scheduler, options.steps, options.denoise)
+        return mag_cache(self.transformer, options.speed.threshold, schedule, steps, calls)
 
     def sample(self, conditions: Conditions, options: SamplingOptions = SamplingOptions(),
                progress: Progress = lambda done, total: None, preview: Optional[Preview] = None) -> SampledVideo:

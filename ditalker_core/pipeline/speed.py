@@ -80,9 +80,9 @@ def computed_in(device: torch.device, precision: str) -> contextlib.AbstractCont
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
-# MagCache's ratios belong to a model, scheduler and step count: measured once, on the first window run with them.
-_MAG_RATIOS: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[str, int], list[float]]]" = \
-    weakref.WeakKeyDictionary()
+# MagCache's ratios belong to a model and a schedule (scheduler, steps, denoise): measured once, on the first window
+# run with them.
+_MAG_RATIOS: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, list[float]]]" = weakref.WeakKeyDictionary()
 
 
 class _ResidualRatios:
@@ -117,14 +117,14 @@ class _ResidualRatios:
 
 
 @contextlib.contextmanager
-def mag_cache(transformer, threshold: float, scheduler: str, steps: int, calls_per_step: int) -> Iterator[bool]:
-    """diffusers' MagCache for one window (its state is per denoising run). Its magnitude ratios are the model's:
-    the first window run with this model, scheduler and step count measures them without skipping (yields False),
-    later windows and runs skip with them (yields True)."""
+def mag_cache(transformer, threshold: float, schedule: tuple, steps: int, calls_per_step: int) -> Iterator[bool]:
+    """diffusers' MagCache for one window of ``steps`` steps (its state is per denoising run). Its magnitude ratios
+    are the model's: the first window run with this model and ``schedule`` measures them without skipping (yields
+    False), later windows and runs skip with them (yields True)."""
     from diffusers import MagCacheConfig
 
     known = _MAG_RATIOS.setdefault(transformer, {})
-    ratios: Optional[list[float]] = known.get((scheduler, steps))
+    ratios: Optional[list[float]] = known.get(schedule)
     if ratios is None:
         measure = _ResidualRatios(transformer, calls_per_step)
         try:
@@ -132,7 +132,7 @@ def mag_cache(transformer, threshold: float, scheduler: str, steps: int, calls_p
         finally:
             measured = measure.result()
         if len(measured) == steps:  # a complete window
-            known[(scheduler, steps)] = measured
+            known[schedule] = measured
         return
     transformer.enable_cache(MagCacheConfig(threshold=threshold, num_inference_steps=steps, mag_ratios=ratios))
     try:
