@@ -52,6 +52,11 @@ def _bf16(model: torch.nn.Module) -> torch.nn.Module:
     return torch.nn.Module.to(copy.deepcopy(model), torch.bfloat16)
 
 
+def _copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy to compile: compiled blocks stay compiled on their model, and would be in every later setting."""
+    return copy.deepcopy(model)
+
+
 def _cache(threshold: float, kind: str = "first_block") -> dict[str, Any]:
     return {"speed": Speedups(kind, threshold)}
 
@@ -70,9 +75,11 @@ SETTINGS = {
     "euler_10_steps": Setting({"scheduler": "euler", "steps": 10}),
     "bf16": Setting(model=_bf16),
     "autocast_bf16": Setting({"speed": Speedups(precision="bf16")}),
-    "compiled_blocks": Setting({"speed": Speedups(compile=True)}, warm_up=True),
+    "compiled_blocks": Setting({"speed": Speedups(compile=True)}, model=_copy, warm_up=True),
     "dpm++_10_steps+first_block_0.1": Setting({"steps": 10, **_cache(0.1)}),
     "dpm++_10_steps+mag_0.1": Setting({"steps": 10, **_cache(0.1, "mag")}, warm_up=True),
+    "compiled_blocks+first_block_0.1": Setting({"speed": Speedups("first_block", 0.1, compile=True)}, model=_copy,
+                                               warm_up=True),
 }
 
 
