@@ -67,6 +67,22 @@ print(json.dumps(list(importlib.import_module(spec.name + ".nodes").DITALKER_NOD
 """
 
 
+# After the pack import above: ComfyUI's own ModelPatcher moves a loaded model to its offload device when ComfyUI
+# unloads models. A CPU-only machine has one device, so "meta" stands in for the second one.
+OFFLOAD_SCRIPT = DECLARED_IDS_SCRIPT.rsplit("print(", 1)[0] + """import torch
+import comfy.model_management as mm
+loaders = importlib.import_module(spec.name + ".nodes.loaders")
+mm.unet_offload_device = lambda: torch.device("meta")
+devices = {}
+for offload in (True, False):
+    managed = loaders.ManagedModel(torch.nn.Linear(8, 8), offload)
+    on_load = sorted({p.device.type for p in managed.get().parameters()})
+    mm.unload_all_models()
+    devices[str(offload)] = [on_load, sorted({p.device.type for p in managed.module.parameters()})]
+    del managed
+print(json.dumps(devices))
+"""
+
 @dataclass
 class ComfyServer:
     """A running ComfyUI and the folders it was given."""
@@ -205,6 +221,14 @@ def _declared_node_ids() -> list[str]:
     )
     assert done.returncode == 0, f"importing the pack with ComfyUI's interpreter failed:\n{done.stderr[-6000:]}"
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_loader_offload_moves_the_weights_when_comfyui_unloads() -> None:
+    done = subprocess.run([_comfy_python(), "-c", OFFLOAD_SCRIPT, str(_comfy_root()), str(REPO_ROOT)],
+                          capture_output=True, text=True, timeout=STARTUP_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-6000:]
+    devices = json.loads(done.stdout.strip().splitlines()[-1])
+    assert devices == {"True": [["cpu"], ["meta"]], "False": [["cpu"], ["cpu"]]}  # [on get(), after unloading]
 
 
 def _api_workflows() -> list[Path]:
