@@ -184,29 +184,29 @@ def inpaint_mask(frames: int, height: int, width: int, mode: str, generator: tor
 
 
 # ----------------------------------------------------------------------------- batch -> inputs
-def _encode(vae: AutoencoderKLMagvit, video: torch.Tensor, random: StepRandom,
+def _encode(vae: AutoencoderKLMagvit, video: torch.Tensor, draws: StepRandom,
             cache: Optional[MemoryCache] = None) -> torch.Tensor:
     if cache is None:
         posterior = vae.encode(video.to(vae.dtype))
     else:
         moments = cache.per_item("vae", video, lambda clip: vae.encode(clip[None].to(vae.dtype)).parameters)
         posterior = DiagonalGaussianDistribution(moments.to(video.device))
-    noise = random.randn(posterior.mean.shape).to(posterior.mean)
+    noise = draws.randn(posterior.mean.shape).to(posterior.mean)
     return (posterior.mean + posterior.std * noise) * vae.config.scaling_factor
 
 
 CONDITIONS = ("audio", "phoneme", "pose", "reference", "style", "text")
 
 
-def keep_masks(drop: dict[str, float], random: StepRandom) -> dict[str, torch.Tensor]:
+def keep_masks(drop: dict[str, float], draws: StepRandom) -> dict[str, torch.Tensor]:
     """Per condition, a (B,) bool tensor: True = keep, False = replace by the null condition (probability
     ``drop[name]``, 0 when not listed); one independent draw per sample and condition."""
-    return {name: random.rand() >= float(drop.get(name, 0.0)) for name in CONDITIONS}
+    return {name: draws.rand() >= float(drop.get(name, 0.0)) for name in CONDITIONS}
 
 
 @torch.no_grad()
 def prepare_inputs(batch: dict[str, Any], frozen: FrozenModels, config: dict[str, Any], clip_tokens: int,
-                   random: StepRandom, device: torch.device
+                   draws: StepRandom, device: torch.device
                    ) -> tuple[torch.Tensor, dict[str, Any], dict[str, torch.Tensor]]:
     """-> (clean latents (B, C, f, h, w), model kwargs except the noisy latent and timestep, keep masks).
 
@@ -216,20 +216,20 @@ def prepare_inputs(batch: dict[str, Any], frozen: FrozenModels, config: dict[str
     pixels = batch["pixel_values"].to(device).permute(0, 2, 1, 3, 4).float() / 127.5 - 1  # (B, 3, F, H, W)
     b, _, frames, height, width = pixels.shape
     cache = frozen.cache
-    latents = _encode(frozen.vae, pixels, random, cache)
+    latents = _encode(frozen.vae, pixels, draws, cache)
 
     data = config["data"]
     mask = torch.stack([inpaint_mask(frames, height, width, data["inpaint_mask"], g, data["known_frames"])
-                        for g in random.samples]).to(device)  # (B, 1, F, H, W)
+                        for g in draws.samples]).to(device)  # (B, 1, F, H, W)
     masked = pixels * (1 - mask) - mask
-    inpaint = torch.cat([_encode(frozen.vae, mask.expand(-1, 3, -1, -1, -1), random, cache),
-                         _encode(frozen.vae, masked, random, cache)], dim=1)
+    inpaint = torch.cat([_encode(frozen.vae, mask.expand(-1, 3, -1, -1, -1), draws, cache),
+                         _encode(frozen.vae, masked, draws, cache)], dim=1)
     no_reference = mask.flatten(1).amin(1).cpu() > 0.5
     p_zero = config["conditions"]["zero_inpaint_without_reference"]
-    zero = no_reference & (random.rand() < p_zero)
+    zero = no_reference & (draws.rand() < p_zero)
     inpaint = inpaint * (~zero).to(device, inpaint.dtype).view(-1, 1, 1, 1, 1)
 
-    keep = keep_masks(config["conditions"]["drop"], random)
+    keep = keep_masks(config["conditions"]["drop"], draws)
     first = batch["pixel_values"][:, 0].permute(0, 2, 3, 1).cpu().numpy()  # reference frame, (B, H, W, 3)
     def reference(image: np.ndarray) -> torch.Tensor:
         return encode_reference(image, frozen.clip, frozen.clip_processor, (height, width))

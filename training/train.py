@@ -49,21 +49,21 @@ def step_random(seed: int, rank: int, batch: int, step: int, micro: int) -> Step
 
 def compute_losses(model: torch.nn.Module, batch: dict[str, Any], frozen: FrozenModels,
                    diffusion: GaussianDiffusion, config: dict[str, Any], cfg: dict[str, Any],
-                   random: StepRandom, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                   draws: StepRandom, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted total loss and every enabled term (unweighted) for one micro-batch; ``cfg``: the model config."""
     weights = config["losses"]
-    latents, kwargs, keep = prepare_inputs(batch, frozen, config, cfg["clip_tokens"], random, device)
+    latents, kwargs, keep = prepare_inputs(batch, frozen, config, cfg["clip_tokens"], draws, device)
     latents = latents.float()
     _, _, frames, height, width = latents.shape
-    noise = random.randn(latents.shape).to(device)
+    noise = draws.randn(latents.shape).to(device)
     mode = config["diffusion"]["timestep_sampling"]
-    t = torch.cat([diffusion.sample_timesteps(1, g, mode) for g in random.samples]).to(device)
+    t = torch.cat([diffusion.sample_timesteps(1, g, mode) for g in draws.samples]).to(device)
     x_t = diffusion.q_sample(latents, t, noise)
 
     repa_index = None
     grid = (height // cfg["patch_size"], width // cfg["patch_size"])
     if weights["id"]["weight"]:
-        repa_index, repa_frame, repa_tokens = repa_chunk(frames, grid, cfg["repa_tokens"], random.shared)
+        repa_index, repa_frame, repa_tokens = repa_chunk(frames, grid, cfg["repa_tokens"], draws.shared)
     output = model(x_t, t, repa_index=repa_index, **kwargs)
     eps_hat, var_values = output.sample.float().chunk(2, dim=1)
 
@@ -86,7 +86,7 @@ def compute_losses(model: torch.nn.Module, batch: dict[str, Any], frozen: Frozen
         x0_hat = diffusion.predict_x0(x_t, t, eps_hat)
         terms["sync_l2"], terms["syncnet"] = sync_losses(
             frozen.vae, frozen.syncnet, latents, x0_hat, batch["face_mask"].to(device), batch["mel"].to(device),
-            keep["audio"].to(device), random.shared, weights["sync"]["frames"])
+            keep["audio"].to(device), draws.shared, weights["sync"]["frames"])
         total = total + weights["sync"]["weight"] * (terms["sync_l2"]
                                                      + weights["sync"]["syncnet_weight"] * terms["syncnet"])
     return total, terms
@@ -255,10 +255,10 @@ def run(config: dict[str, Any]) -> Path:
         sums: dict[str, float] = defaultdict(float)
         for micro in range(train["grad_accum"]):
             batch = next(batches)
-            random = step_random(seed, accelerator.process_index, train["batch_size"], step, micro)
+            draws = step_random(seed, accelerator.process_index, train["batch_size"], step, micro)
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    total, terms = compute_losses(model, batch, frozen, diffusion, config, model_cfg, random,
+                    total, terms = compute_losses(model, batch, frozen, diffusion, config, model_cfg, draws,
                                                   device)
                 accelerator.backward(total)
                 if accelerator.sync_gradients and train["max_grad_norm"]:
