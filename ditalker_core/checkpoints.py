@@ -278,8 +278,18 @@ def load_transformer(path: str | os.PathLike, config: Optional[Mapping[str, Any]
     # A complete file needs no random init: load onto the meta-built model (fast, one copy in memory).
     model = probe if complete else DiTalkerTransformer3DModel(**config)
     load_into(model, state, allowed)
-    # nn.Module.to: diffusers' ModelMixin.to warns about fp32-pinned modules this model does not have.
-    return nn.Module.to(model, device=device, dtype=dtype).eval()
+    # nn.Module.to (diffusers' ModelMixin.to warns on any cast of a model with fp32 modules), then those back.
+    return keep_in_fp32(nn.Module.to(model, device=device, dtype=dtype)).eval()
+
+
+def keep_in_fp32(model: nn.Module) -> nn.Module:
+    """Put the model's ``_keep_in_fp32_modules`` back in float32 (diffusers' rule: a module whose dotted name has
+    one of them as a component)."""
+    keep = getattr(model, "_keep_in_fp32_modules", None) or []
+    for name, module in model.named_modules():
+        if any(part in keep for part in name.split(".")):
+            module.float()
+    return model
 
 
 def load_vae(path: str | os.PathLike, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"

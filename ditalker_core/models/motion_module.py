@@ -108,6 +108,14 @@ class MotionTransformerBlock(nn.Module):
         return self.ff(self.ff_norm(hidden_states)) + hidden_states
 
 
+class FP32GroupNorm(nn.GroupNorm):
+    """GroupNorm computed in float32 whatever the weights' and input's dtype (as diffusers' FP32LayerNorm)."""
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return nn.functional.group_norm(inputs.float(), self.num_groups, self.weight.float(), self.bias.float(),
+                                        self.eps).to(inputs.dtype)
+
+
 class TemporalTransformer3D(nn.Module):
     """GroupNorm, project down, frame attention blocks, project up, residual."""
 
@@ -116,7 +124,7 @@ class TemporalTransformer3D(nn.Module):
                  norm_num_groups: int = 32):
         super().__init__()
         inner_dim = heads * dim_head
-        self.norm = nn.GroupNorm(norm_num_groups, in_channels, eps=1e-6, affine=True)
+        self.norm = FP32GroupNorm(norm_num_groups, in_channels, eps=1e-6, affine=True)
         self.proj_in = nn.Linear(in_channels, inner_dim)
         self.transformer_blocks = nn.ModuleList(
             MotionTransformerBlock(inner_dim, heads, dim_head, attention_block_types, max_frames, position_encoding)

@@ -106,6 +106,9 @@ class DiTalkerTransformer3DModel(ModelMixin, ConfigMixin, CacheMixin):
     _supports_gradient_checkpointing = True
     _no_split_modules = ["DiTalkerBlock"]
     _repeated_blocks = ["DiTalkerBlock"]  # compile_repeated_blocks compiles one block, reused by all
+    # Kept float32 when the model is loaded in bf16/fp16 (checkpoints.load_transformer, diffusers' rule): the
+    # timestep embedding and the motion modules' affine LayerNorms (every norm computes in float32 either way).
+    _keep_in_fp32_modules = ["adaln_single", "norms", "ff_norm"]
     # Split by latent frames (see the module docstring): block 0's tokens and every block's per-frame audio
     # tokens (grouped audio, 4 dims; the official ungrouped tokens are read whole), gathered after proj_out.
     _cp_plan = {
@@ -368,8 +371,9 @@ class DiTalkerTransformer3DModel(ModelMixin, ConfigMixin, CacheMixin):
         h, w = height // cfg.patch_size, width // cfg.patch_size
         tokens = self.pos_embed(rearrange(hidden_states, "b c f h w -> (b f) c h w"))
         tokens = rearrange(tokens, "(b f) n c -> b (f n) c", f=frames)
-        time_mod, embedded_timestep = self.adaln_single(timestep, {"resolution": None, "aspect_ratio": None},
-                                                        batch_size=batch, hidden_dtype=dtype)
+        time_mod, embedded_timestep = (e.to(dtype) for e in self.adaln_single(
+            timestep, {"resolution": None, "aspect_ratio": None}, batch_size=batch,
+            hidden_dtype=self.adaln_single.linear.weight.dtype))
 
         text_tokens, text_bias = self.encode_text_and_reference(
             encoder_hidden_states, encoder_attention_mask, clip_encoder_hidden_states, clip_attention_mask, batch,
