@@ -1,7 +1,7 @@
 """Adherence benchmark: does a DiTalker follow its audio, style and emotion? Prints one JSON line.
 
     python bench/adherence.py [--checkpoint PATH] [--cases 8] [--seed 1] [--steps 20] [--out DIR]
-                              [--long-sentences 14 (0 = no long case)]
+                              [--long-sentences 14 (0 = no long case)] [--seams pinned|crossfade]
 
 Held-out synthetic cases (``bench/talking/data.py``: sentences, identities and styles the training set never
 saw) are generated with the real pipeline and multi-condition guidance, then read back by probes that see only
@@ -14,7 +14,8 @@ the video (``bench/talking/probes.py``). Scores (``bench/talking/metrics.py``):
   reference;
 - ``ablations``: the same cases with audio, style (3DMM + phonemes + pose) or emotion (prompt + CLIP) dropped;
 - ``long_audio``: one case of 30 s or more in several windows: frame count, lip sync and identity of the first
-  and last window, and the change across window borders over the change inside windows (``seam_ratio``);
+  and last window, and the largest change across the joins of windows over the change elsewhere (``seam_ratio``;
+  ``--seams`` picks pinned or cross-faded joins);
 - ``ground_truth``: the probes on the true videos (the ceiling of each score); ``reconstruction``: on the true
   videos through the VAE (encode, decode): the ceiling any DiTalker on that VAE can reach.
 
@@ -46,7 +47,7 @@ from bench.talking.probes import Readout, identity_similarity, load_probe, read_
 from ditalker_core.demo import DEFAULT_OPTIONS, TRANSFORMER, DemoModels  # noqa: E402
 from ditalker_core.media import write_video  # noqa: E402
 from ditalker_core.pipeline import Conditions, SamplingOptions  # noqa: E402
-from ditalker_core.pipeline.generate import decode_latents  # noqa: E402
+from ditalker_core.pipeline.generate import SEAMS, decode_latents  # noqa: E402
 from training.synthetic.cases import SAMPLE_RATE, RenderedCase, render_case  # noqa: E402
 from training.synthetic.tracks import EMOTIONS, FPS  # noqa: E402
 
@@ -118,7 +119,8 @@ def long_audio(models: DemoModels, probe: Any, rendered: RenderedCase, options: 
         "lip_sync_last_window": metrics.best_lag_r(reading.mouth[last], rendered.mouth[last]),
         "identity_first_window": identity_similarity(reading.identity[first].mean(0), reference.identity[0]),
         "identity_last_window": identity_similarity(reading.identity[last].mean(0), reference.identity[0]),
-        "seam_ratio": metrics.seam_ratio(frames, [w.start + w.known for w in windows[1:]]),
+        "seams": options.seams,
+        "seam_ratio": metrics.seam_ratio(frames, [(w.start, w.start + w.known) for w in windows[1:]]),
     }
 
 
@@ -135,11 +137,11 @@ def write_case(out: Path, index: int, rendered: RenderedCase, videos: dict[str, 
                  {"generated": readings["full"].pose, "no style": readings["no_style"].pose})
 
 
-def run(checkpoint: str | Path, cases: int, seed: int, steps: int, out: Path | None, long_sentences: int
-        ) -> dict[str, Any]:
+def run(checkpoint: str | Path, cases: int, seed: int, steps: int, out: Path | None, long_sentences: int,
+        seams: str = DEFAULT_OPTIONS.seams) -> dict[str, Any]:
     started = time.time()
     models, probe = DemoModels(checkpoint), load_probe()
-    options = replace(DEFAULT_OPTIONS, steps=steps, seed=seed)
+    options = replace(DEFAULT_OPTIONS, steps=steps, seed=seed, seams=seams)
     variants = {"full": {}, **ABLATIONS}
     scores: dict[str, list[dict[str, float]]] = {name: [] for name in [*variants, "truth", "reconstruction"]}
     rendered_cases = []
@@ -182,11 +184,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=DEFAULT_OPTIONS.steps)
     parser.add_argument("--out", default=None, help="folder for videos, plots and cases.json")
     parser.add_argument("--long-sentences", type=int, default=14, help="sentences of the long case (0 = skip it)")
+    parser.add_argument("--seams", choices=SEAMS, default=DEFAULT_OPTIONS.seams, help="how windows join")
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    print(json.dumps(run(args.checkpoint, args.cases, args.seed, args.steps, out, args.long_sentences)))
+    print(json.dumps(run(args.checkpoint, args.cases, args.seed, args.steps, out, args.long_sentences,
+                         args.seams)))
 
 
 if __name__ == "__main__":

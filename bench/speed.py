@@ -35,6 +35,7 @@ if str(ROOT) not in sys.path:
 from bench.adherence import conditions_for, generate, score, summarize  # noqa: E402
 from bench.talking.data import benchmark_cases  # noqa: E402
 from bench.talking.probes import load_probe, read_video  # noqa: E402
+from ditalker_core.checkpoints import keep_in_fp32  # noqa: E402
 from ditalker_core.demo import DEFAULT_OPTIONS, TRANSFORMER, DemoModels  # noqa: E402
 from ditalker_core.pipeline import SamplingOptions  # noqa: E402
 from ditalker_core.pipeline.speed import Speedups  # noqa: E402
@@ -49,7 +50,8 @@ class Setting:
 
 
 def _bf16(model: torch.nn.Module) -> torch.nn.Module:
-    return torch.nn.Module.to(copy.deepcopy(model), torch.bfloat16)
+    """bf16 weights as the loader gives them (its ``_keep_in_fp32_modules`` in float32)."""
+    return keep_in_fp32(torch.nn.Module.to(copy.deepcopy(model), torch.bfloat16))
 
 
 def _copy(model: torch.nn.Module) -> torch.nn.Module:

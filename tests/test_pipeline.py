@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -199,6 +201,44 @@ def test_later_windows_pin_the_overlap_to_the_previous_windows_latents(pipe: DiT
     assert torch.equal(second[:, :, :2], first[:, :, -2:])  # 8 frames = 2 latents, exactly the previous ones
     assert not torch.equal(second[:, :, 2:4], first[:, :, -2:])
     assert pipe(cond, options).shape == (40, SIZE, SIZE, 3)
+
+
+@pytest.mark.parametrize("frames", [8, 16])
+def test_the_next_windows_known_frames_are_the_full_decodes_last_frames_from_their_chunks_only(
+        pipe: DiTalkerPipeline, frames: int) -> None:
+    from ditalker_core.pipeline.generate import decode_latents
+
+    latents = torch.randn(1, pipe.vae.config.latent_channels, 8, SIZE // 8, SIZE // 8,
+                          generator=torch.Generator().manual_seed(3))
+    calls = []
+    hook = pipe.vae.decoder.conv_in.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        with torch.no_grad():
+            tail = pipe._decode_tail(latents, frames)
+    finally:
+        hook.remove()
+    full = torch.cat(list(decode_latents(pipe.vae, latents)), dim=1)
+    torch.testing.assert_close(tail, full[:, -frames:], rtol=0, atol=1e-5)
+    assert len(calls) == frames // 4 // pipe.vae.config.mini_batch_decoder  # one decoder chunk per 2 latents
+
+
+def test_crossfaded_windows_blend_the_overlap_linearly(pipe: DiTalkerPipeline) -> None:
+    from ditalker_core.pipeline.generate import stitched_latents
+
+    cond = conditions(pipe, 40, seed=5)
+    options = SamplingOptions(steps=3, guidance=Guidance(2.0, 3.0, 4.0), seams="crossfade")
+    sampled = pipe.sample(cond, options)
+    first, second = sampled.latents
+    assert not torch.equal(second[:, :, :2], first[:, :, -2:])  # the overlap is denoised again, not pinned
+    stitched = stitched_latents(sampled)
+    assert stitched.shape[2] == 8 + 8 - 2  # two 8-latent windows sharing 2 latents
+    assert torch.equal(stitched[:, :, :6], first[:, :, :6])
+    torch.testing.assert_close(stitched[:, :, 6], first[:, :, 6] * 2 / 3 + second[:, :, 0] / 3)
+    torch.testing.assert_close(stitched[:, :, 7], first[:, :, 7] / 3 + second[:, :, 1] * 2 / 3)
+    assert torch.equal(stitched[:, :, 8:], second[:, :, 2:])
+    assert pipe(cond, options).shape == (40, SIZE, SIZE, 3)
+    with pytest.raises(InputError, match="seams is 'blend': use one of pinned, crossfade"):
+        pipe.sample(cond, replace(options, seams="blend"))
 
 
 def test_phoneme_windows_at_a_window_border_see_the_previous_frames(pipe: DiTalkerPipeline) -> None:

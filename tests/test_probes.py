@@ -63,9 +63,12 @@ def test_metrics_on_known_signals():
     frames = np.zeros((10, 2, 2, 3), np.uint8)
     frames[5:] = 40  # one jump at the border between frames 4 and 5
     frames[:, 0, 0, 0] = np.arange(10) * 2  # steady change everywhere else
-    assert metrics.seam_ratio(frames, [5]) > 10
-    assert metrics.seam_ratio(frames, [3]) == pytest.approx(float(np.diff(frames.astype(float), axis=0).mean(
-        axis=(1, 2, 3))[2] / np.delete(np.diff(frames.astype(float), axis=0).mean(axis=(1, 2, 3)), 2).mean()))
+    steps = np.abs(np.diff(frames.astype(float), axis=0)).mean(axis=(1, 2, 3))
+    assert metrics.seam_ratio(frames, [(5, 5)]) == pytest.approx(steps[4] / np.delete(steps, 4).mean())
+    assert metrics.seam_ratio(frames, [(5, 5)]) > 10
+    # a join whose shared frames are 3 and 4 (first new frame 5): its worst step among 2->3, 3->4, 4->5
+    assert metrics.seam_ratio(frames, [(3, 5)]) == pytest.approx(steps[4] / np.delete(steps, [2, 3, 4]).mean())
+    assert metrics.seam_ratio(frames, [(2, 3)]) == pytest.approx(steps[1:3].max() / np.delete(steps, [1, 2]).mean())
     assert metrics.manner(2 * signal.clip(0), signal.clip(0)) == pytest.approx(2.0)
     assert metrics.confusion([0, 1, 1], [0, 1, 2], 3).tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 0]]
 

@@ -48,13 +48,17 @@ def emotion_class(probabilities: np.ndarray) -> int:
     return int(np.argmax(probabilities[EMOTION_RAMP_FRAMES + 2:].mean(axis=0)))
 
 
-def seam_ratio(frames: np.ndarray, borders: list[int]) -> float:
-    """Mean absolute change between consecutive frames across window borders, over the same inside windows
-    (1 = a border is as smooth as any other frame step)."""
+def seam_ratio(frames: np.ndarray, joins: list[tuple[int, int]]) -> float:
+    """How visible the joins of windows are: per join (first shared frame, first new frame), the largest change
+    between consecutive frames from the frame before the shared ones to the first new one, averaged over joins,
+    over the mean change elsewhere (1 = a join is as smooth as any other frame step). Pinned seams put their jump
+    at the first new frame, cross-faded ones spread it over the shared frames: both are counted."""
     steps = np.abs(np.diff(frames.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))  # step k: frame k -> k + 1
-    at = np.array([b - 1 for b in borders if 0 < b < len(frames)], int)
-    inside = np.setdiff1d(np.arange(len(steps)), at)
-    return float(steps[at].mean() / max(steps[inside].mean(), 1e-6)) if len(at) else 1.0
+    zones = [np.arange(max(first - 1, 0), min(new, len(steps))) for first, new in joins if 0 < new < len(frames)]
+    if not zones:
+        return 1.0
+    elsewhere = np.setdiff1d(np.arange(len(steps)), np.concatenate(zones))
+    return float(np.mean([steps[zone].max() for zone in zones]) / max(steps[elsewhere].mean(), 1e-6))
 
 
 def confusion(truth: list[int], predicted: list[int], classes: int) -> np.ndarray:

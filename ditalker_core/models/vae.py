@@ -312,7 +312,7 @@ class AutoencoderKLMagvit(ModelMixin, ConfigMixin):
         with init_empty_weights():
             model = cls.from_config(json.loads(files[0].read_text()))
         model.load_state_dict(load_file(files[1]), strict=True, assign=True)
-        return model.to(dtype).eval()
+        return nn.Module.to(model, dtype).eval()  # ModelMixin.to warns on every dtype cast (diffusers 0.42)
 
     def _tiled(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int,
                out_tile: int) -> torch.Tensor:
@@ -350,14 +350,20 @@ class AutoencoderKLMagvit(ModelMixin, ConfigMixin):
             moments = run(x)
         return DiagonalGaussianDistribution(moments)
 
-    def decode_stream(self, z: torch.Tensor) -> Iterator[torch.Tensor]:
-        """Yield the decoded frames (B, 3, f, H, W) chunk by chunk; only the latents are kept between chunks."""
+    def decode_stream(self, z: torch.Tensor, start: int = 0) -> Iterator[torch.Tensor]:
+        """Yield the decoded frames (B, 3, f, H, W) chunk by chunk; only the latents are kept between chunks.
+
+        ``start``: skip the chunks whose own latents all lie before latent ``start`` (the others are decoded
+        exactly as in the full decode: a chunk reads its context latents, not its neighbours' outputs)."""
         if z.ndim != 5:
             raise InputError(f"VAE decode: latents must be (B, C, F, H, W), got shape {tuple(z.shape)}; "
                              "add the missing batch or frame axis.")
         z = self.post_quant_conv(z.to(self.dtype))
         tiled = self.use_tiling and max(z.shape[-2:]) > self.tile_latent_min_size
         for window, own, expand_time in self.decoder.windows(z.shape[2]):
+            if window.start + own.stop <= start:
+                continue
+
             def run(part: torch.Tensor) -> torch.Tensor:
                 return self.decoder.decode_window(part[:, :, window], own, expand_time)
 

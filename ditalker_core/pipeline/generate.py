@@ -50,6 +50,9 @@ class Conditions:
     clip_embedding: Optional[torch.Tensor] = None  # (768,) CLIP image embedding of the reference
 
 
+SEAMS = ("pinned", "crossfade")  # how consecutive windows join over their shared frames
+
+
 @dataclass(frozen=True)
 class SamplingOptions:
     """How to sample; frozen, so one options object can be shared by nodes and runs without one changing another."""
@@ -60,6 +63,7 @@ class SamplingOptions:
     seed: int = 42
     denoise: float = 1.0
     overlap: int = 8  # video frames shared by consecutive windows (a multiple of 8: whole decoder chunks)
+    seams: str = "pinned"  # how windows join over the overlap: "pinned" or "crossfade" (see windows.py)
     clip_apply_ratio: float = 0.5  # CLIP tokens are zeroed for the first (1 - ratio) of the steps (official)
     branch_batch: Optional[int] = None  # guidance branches per forward; None = all at once
     speed: Speedups = field(default_factory=Speedups)  # step cache and attention kernel for this run
@@ -72,6 +76,7 @@ class SampledVideo:
     latents: list[torch.Tensor]
     windows: list[Window]
     num_frames: int
+    seams: str = "pinned"
 
 
 class DiTalkerPipeline:
@@ -124,6 +129,8 @@ class DiTalkerPipeline:
                                  f"cut it to {cfg.style_max_len} (make_style_clip)")
         if not 0 < options.denoise <= 1:
             raise InputError(f"denoise must be in (0, 1], got {options.denoise}")
+        if options.seams not in SEAMS:
+            raise InputError(f"seams is {options.seams!r}: use one of {', '.join(SEAMS)}")
 
     # ------------------------------------------------------------------------------------------------------
     def branch_inputs(self, conditions: Conditions, window: Window, options: SamplingOptions,
@@ -236,9 +243,9 @@ class DiTalkerPipeline:
             latents = scheduler.add_noise(start.to(noise) * self.vae.config.scaling_factor, noise, timesteps[:1])
         else:
             latents = noise * scheduler.init_noise_sigma
-        # Continuation windows: the known frames' latents are pinned to the previous window's (noised to each
-        # step's level), so the window continues it exactly; the inpaint branch also sees those frames.
-        pinned = 0 if known is None else known[1].shape[2]
+        # Continuation windows: the inpaint branch sees the known frames; with pinned seams their latents are also
+        # pinned to the previous window's (noised to each step's level), so the window continues it exactly.
+        pinned = 0 if known is None or options.seams != "pinned" else known[1].shape[2]
         known_latents = None if known is None else known[1].to(device, self.transformer.dtype)
         inputs = {clip_on: self.branch_inputs(conditions, window, options, clip_on) for clip_on in (False, True)}
         if self.transformer.is_cache_enabled:  # a window is a new denoising run: nothing cached carries over
@@ -258,11 +265,12 @@ class DiTalkerPipeline:
         return latents
 
     def _decode_tail(self, latents: torch.Tensor, frames: int) -> torch.Tensor:
-        """The last ``frames`` decoded frames of a window, decoding only the latents they need plus one decoder
-        chunk of context (so they equal the full decode's frames)."""
+        """The last ``frames`` decoded frames of a window, decoding only the decoder chunks that hold them, from
+        their latents plus one chunk of context (so they equal the full decode's frames)."""
         need = frames // 4 + self.vae.config.mini_batch_decoder
         need += need % 2  # keep the even-length slicing of the full window
-        return torch.cat(list(decode_latents(self.vae, latents[:, :, -need:])), dim=1)[:, -frames:]
+        chunks = decode_latents(self.vae, latents[:, :, -need:], start=need - frames // 4)
+        return torch.cat(list(chunks), dim=1)[:, -frames:]
 
     def _window_cache(self, options: SamplingOptions, steps: int) -> contextlib.AbstractContextManager:
         """MagCache, set up per window (see ``speed.mag_cache``); the other settings hold for the whole run."""
@@ -290,7 +298,7 @@ class DiTalkerPipeline:
                     result = self._sample_window(conditions, window, known, options, index, progress,
                                                  index * steps, len(windows) * steps, preview)
                 latents.append(result.cpu())
-        return SampledVideo(latents, windows, conditions.num_frames)
+        return SampledVideo(latents, windows, conditions.num_frames, options.seams)
 
     def decode(self, video: SampledVideo, progress: Progress = lambda done, total: None) -> Iterator[torch.Tensor]:
         return decode_video(self.vae, video, progress)
@@ -307,19 +315,27 @@ class DiTalkerPipeline:
 
 
 @torch.no_grad()
-def decode_latents(vae: torch.nn.Module, latents: torch.Tensor) -> Iterator[torch.Tensor]:
-    """(1, C, f, h, w) scaled latents -> chunks (3, F_i, H, W) in [-1, 1] on the CPU, decoded chunk by chunk."""
+def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, start: int = 0) -> Iterator[torch.Tensor]:
+    """(1, C, f, h, w) scaled latents -> chunks (3, F_i, H, W) in [-1, 1] on the CPU, decoded chunk by chunk
+    (from the chunk holding latent ``start``)."""
     z = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor
-    for chunk in vae.decode_stream(z):
+    for chunk in vae.decode_stream(z, start):
         yield chunk[0].clamp(-1, 1).float().cpu()
 
 
 def stitched_latents(video: SampledVideo) -> torch.Tensor:
-    """One latent sequence for the whole video: each window after the first adds the latents after its pinned
-    (shared) ones, which are identical to the previous window's last latents."""
-    parts = [video.latents[0]] + [latents[:, :, window.known // 4:]
-                                  for window, latents in zip(video.windows[1:], video.latents[1:])]
-    return torch.cat(parts, dim=2)
+    """One latent sequence for the whole video. Pinned seams: each window after the first adds the latents after its
+    shared ones, which are identical to the previous window's last latents. Cross-faded seams: over the shared
+    latents the previous window's weight falls linearly (k shared latents: k/(k+1), ..., 1/(k+1))."""
+    stitched = video.latents[0]
+    for window, latents in zip(video.windows[1:], video.latents[1:]):
+        shared = window.known // 4
+        if video.seams == "crossfade" and shared:
+            incoming = torch.arange(1, shared + 1, dtype=latents.dtype).reshape(1, 1, -1, 1, 1) / (shared + 1)
+            blend = stitched[:, :, -shared:] * (1 - incoming) + latents[:, :, :shared] * incoming
+            stitched = torch.cat([stitched[:, :, :-shared], blend], dim=2)
+        stitched = torch.cat([stitched, latents[:, :, shared:]], dim=2)
+    return stitched
 
 
 @torch.no_grad()

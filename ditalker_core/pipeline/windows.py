@@ -1,7 +1,8 @@
 """Any audio length: the model takes clips of a fixed number of frames, so long audio is generated in
 overlapping windows. Each window after the first continues the previous one: the shared frames are given to the
 inpaint branch as known frames and their latents are pinned to the previous window's, so the windows stitch into
-one latent sequence that is decoded as a whole."""
+one latent sequence that is decoded as a whole. (``SamplingOptions(seams="crossfade")``: the shared latents are
+denoised again and cross-faded when stitched; the README compares the two, measured.)"""
 
 from __future__ import annotations
 
