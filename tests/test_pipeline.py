@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -279,6 +280,32 @@ def test_denoised_estimate_recovers_the_clean_latent(scheduler: str) -> None:
     noisy = sched.add_noise(x0, eps, t.reshape(1))  # the scheduler's own sample at t (Euler: x0 + sigma eps)
     estimate = denoised_estimate(sched, sched.scale_model_input(noisy, t), eps, t)
     torch.testing.assert_close(estimate, x0, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("scheduler", ["dpm++", "ddim", "euler"])
+def test_every_scheduler_samples_on_the_noise_schedule_the_trainer_trains_on(scheduler: str) -> None:
+    from ditalker_core.pipeline.scheduling import make_scheduler
+    from training.losses import GaussianDiffusion
+
+    sched = make_scheduler(scheduler)
+    trained = GaussianDiffusion().tables["sqrt_ac"] ** 2
+    np.testing.assert_allclose(sched.alphas_cumprod.double().numpy(), trained, rtol=1e-6)
+    assert sched.config.prediction_type == "epsilon"
+
+
+def test_ddim_steps_by_hand_unclipped_and_ending_on_the_first_trained_alpha() -> None:
+    """EasyAnimate's DDIM: timesteps offset by 1, x0 not clipped, the last step lands on alphas_cumprod[0]."""
+    from ditalker_core.pipeline.scheduling import make_scheduler
+
+    sched = make_scheduler("ddim")
+    sched.set_timesteps(10)
+    assert sched.timesteps.tolist() == [901, 801, 701, 601, 501, 401, 301, 201, 101, 1]
+    alphas = sched.alphas_cumprod.double()
+    x, eps = torch.full((1, 1), 3.0, dtype=torch.float64), torch.full((1, 1), -0.5, dtype=torch.float64)
+    for t, previous in ((901, alphas[801]), (1, alphas[0])):
+        x0 = (x - (1 - alphas[t]).sqrt() * eps) / alphas[t].sqrt()  # about 3.0 / 0.99 at t = 1: outside [-1, 1]
+        expected = previous.sqrt() * x0 + (1 - previous).sqrt() * eps
+        torch.testing.assert_close(sched.step(eps, t, x).prev_sample, expected)
 
 
 def test_preview_receives_every_steps_estimate_before_its_progress(pipe: DiTalkerPipeline) -> None:
