@@ -60,8 +60,63 @@ def test_windows_cover_every_frame_on_latent_aligned_starts(frames: int) -> None
 
 def test_output_size_keeps_aspect_in_model_multiples() -> None:
     assert output_size(512, 512, 512) == (512, 512)
-    h, w = output_size(720, 1280, 512)
-    assert h % 16 == 0 and w % 16 == 0 and abs(w / h - 16 / 9) < 0.05
+    assert output_size(720, 1280, 512) == (384, 688)  # 512 / sqrt(720 * 1280) = 0.533: 384 x 682.7 -> 688
+    assert output_size(2, 1000, 64) == (16, 1424)  # scale 1.43: 2.9 x 1431 -> never below one multiple
+    with pytest.raises(InputError, match=r"the reference image is empty \(0x5\)"):
+        output_size(0, 5, 512)
+
+
+def test_image_layouts_and_value_ranges_by_hand() -> None:
+    from ditalker_core.pipeline.conditioning import image_tensor
+
+    hwc = np.arange(2 * 5 * 3, dtype=np.uint8).reshape(2, 5, 3)
+    expected = torch.from_numpy(hwc).permute(2, 0, 1).float() / 255
+    assert torch.equal(image_tensor(hwc), expected)  # uint8 HWC
+    assert torch.equal(image_tensor(expected), expected)  # float CHW passes through
+    assert torch.equal(image_tensor(torch.from_numpy(hwc)[None]), expected)  # a batch of one
+    assert torch.equal(image_tensor(np.full((2, 5), 51, np.uint8)), torch.full((3, 2, 5), 0.2))  # gray
+    rgba = torch.tensor([1.0, 0.0, 0.0, 0.5]).expand(2, 2, 4)  # half-transparent red over white
+    assert torch.allclose(image_tensor(rgba), torch.tensor([1.0, 0.5, 0.5]).view(3, 1, 1).expand(3, 2, 2))
+    assert torch.equal(image_tensor(torch.full((2, 2, 3), 2.0)), torch.ones(3, 2, 2))  # clamped to [0, 1]
+    with pytest.raises(InputError, match="expected one image, got a batch of 2"):
+        image_tensor(np.zeros((2, 4, 4, 3), np.uint8))
+    with pytest.raises(InputError, match=r"expected \(H, W, C\) or \(C, H, W\), got shape \(4,\)"):
+        image_tensor(np.zeros(4))
+
+
+def test_reference_is_centre_cropped_to_cover_the_size() -> None:
+    wide = torch.rand(32, 64, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(prepare_reference(wide, 32, 32), wide[:, 16:48].permute(2, 0, 1) * 2 - 1, atol=1e-6)
+    tall = wide.transpose(0, 1)  # 64 x 32
+    assert torch.allclose(prepare_reference(tall, 32, 32), tall[16:48].permute(2, 0, 1) * 2 - 1, atol=1e-6)
+    flat = torch.full((8, 8, 3), 0.25)
+    assert torch.allclose(prepare_reference(flat, 32, 16), torch.full((3, 32, 16), -0.5))  # upscaled to cover
+
+
+def test_inpaint_latents_are_the_encoded_mask_and_masked_video(pipe: DiTalkerPipeline) -> None:
+    from ditalker_core.pipeline.conditioning import inpaint_latents
+
+    vae, scale = pipe.vae, pipe.vae.config.scaling_factor
+    known = torch.rand(3, 8, SIZE, SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        got = inpaint_latents(vae, known, 8, 16, torch.Generator().manual_seed(2))
+        mask = torch.ones(1, 3, 16, SIZE, SIZE)
+        mask[:, :, :8] = 0  # 0 = known, 1 = generate
+        masked = -torch.ones(1, 3, 16, SIZE, SIZE)
+        masked[:, :, :8] = known
+        expected = torch.cat([vae.encode(mask).mode() * scale,
+                              vae.encode(masked).sample(torch.Generator().manual_seed(2)) * scale], dim=1)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_condition_slices_past_the_end_repeat_the_last_frame_or_a_value() -> None:
+    from ditalker_core.pipeline.conditioning import slice_frames
+
+    values = torch.arange(6.0).view(2, 3)  # 3 frames on axis 1
+    assert slice_frames(values, 1, 3, "edge", axis=1).tolist() == [[1.0, 2.0], [4.0, 5.0]]
+    assert slice_frames(values, 2, 5, "edge", axis=1).tolist() == [[2.0, 2.0, 2.0], [5.0, 5.0, 5.0]]
+    assert slice_frames(values, 1, 4, -7.0, axis=1).tolist() == [[1.0, 2.0, -7.0], [4.0, 5.0, -7.0]]
+    assert slice_frames(None, 0, 2, "edge") is None
 
 
 def test_reference_accepts_rgba_gray_and_odd_sizes() -> None:
