@@ -166,3 +166,75 @@ def test_sync_loss_is_the_bce_of_the_embeddings_cosine_by_hand():
     # cosines 0.6, 1.0 and 0.0: -log p, with p kept inside (1e-7, 1 - 1e-7) as Wav2Lip's BCE clamps it
     torch.testing.assert_close(loss, torch.tensor([-np.log(0.6), -np.log(1 - 1e-7), -np.log(1e-7)]).float(),
                                rtol=1e-5, atol=1e-6)
+
+
+class _ConstantFramesVAE(torch.nn.Module):
+    """Decodes each latent to 4 frames (8x8 pixels each) whose pixels all equal that latent's first channel, so a
+    decoded frame says which latent it came from."""
+
+    config = type("Config", (), {"scaling_factor": 2.0})
+    dtype = torch.float32
+
+    def __init__(self):
+        super().__init__()
+        self.post_quant_conv = torch.nn.Identity()
+        self.decoder = self
+
+    def windows(self, num_latents: int):
+        yield slice(0, num_latents), slice(0, num_latents), True
+
+    def decode_window(self, z: torch.Tensor, own: slice, expand_time: bool) -> torch.Tensor:
+        frames = z[:, :1, own].repeat_interleave(4, dim=2)
+        return frames.repeat_interleave(8, dim=3).repeat_interleave(8, dim=4).expand(-1, 3, -1, -1, -1)
+
+
+class _RecordingExpert(torch.nn.Module):
+    """Records what it is shown; embeddings with cosines 0.6 (sample 0) and 0.8 (sample 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1, dtype=torch.bfloat16))
+
+    def forward(self, mel: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.seen = (mel, faces)
+        return torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([[0.6, 0.8], [0.8, 0.6]])
+
+
+def test_sync_losses_score_the_drawn_frames_against_their_own_mel_by_hand():
+    """Which 2 latents are decoded and which 5 frames and mel steps the expert sees (drawn in that order from
+    the generator), the [-1, 1] -> [0, 1] mapping with clipping, the masked mouth crops in the expert's dtype, and
+    the mean over the samples whose audio was kept."""
+    from training.losses import sync_losses
+
+    x0_hat = torch.tensor([[3.0, 0.4, -3.0, -0.4], [-3.0, -0.4, 3.0, 0.4]]).view(2, 1, 4, 1, 1)  # (B, C, F, h, w)
+    x0 = torch.zeros_like(x0_hat)
+    masks = torch.ones(2, 8, 8)
+    masks[:, 7, 0] = 0  # the face mask is applied inside the face box
+    mel = torch.arange(64.0).expand(2, 80, 64)  # mel step index everywhere
+    expert, vae = _RecordingExpert(), _ConstantFramesVAE()
+    seed = 10
+    draws = torch.Generator().manual_seed(seed)
+    pair = 2 * int(torch.randint(0, 2, (1,), generator=draws))
+    first = int(torch.randint(0, 8 - 5 + 1, (1,), generator=draws))
+    assert (pair, first) == (2, 1)  # this seed draws the second pair and a window not at its start
+    torch.manual_seed(0)  # the global generator draws otherwise
+
+    def score(keep: list[bool]) -> tuple[float, float]:
+        l2, bce = sync_losses(vae, expert, x0, x0_hat, masks, mel, torch.tensor(keep),
+                              torch.Generator().manual_seed(seed))
+        return float(l2), float(bce)
+
+    assert score([True, True]) == (pytest.approx(float((x0_hat ** 2).mean())),
+                                   pytest.approx(-(np.log(0.6) + np.log(0.8)) / 2, rel=1e-6))
+    assert score([True, False])[1] == pytest.approx(-np.log(0.6), rel=1e-6)
+    assert score([False, False])[1] == 0
+    audio, faces = expert.seen
+    step = int(80 * (4 * pair + first) / 25)  # Wav2Lip's mel index of the first scored frame
+    assert audio.shape == (2, 1, 80, 16) and audio[0, 0, 0].tolist() == list(range(step, step + 16))
+    latent = (x0_hat[:, 0, pair:pair + 2, 0, 0] / 2).repeat_interleave(4, dim=1)[:, first:first + 5]
+    pixels = ((latent + 1) / 2).clamp(0, 1)  # sample 0: -1.5 -> 0 (clipped), -0.2 -> 0.4; sample 1: 1, 0.6
+    frames = pixels[:, None, :, None, None].expand(-1, 3, -1, 8, 8)
+    expected = mouth_crops(frames, [(0, 8, 0, 8)] * 2, masks[:, None, None])
+    assert faces.dtype == torch.bfloat16 and audio.dtype == torch.bfloat16
+    torch.testing.assert_close(faces.float(), expected, atol=1e-2, rtol=0)
+    assert faces[1, 0, 0].min() == 1 and faces[0, :3].max() == 0  # clipped at 1 (top row) and at 0

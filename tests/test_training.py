@@ -374,6 +374,39 @@ def test_identity_loss_is_minus_the_cosine():
         -(0.0 + 2 ** -0.5) / 2)
 
 
+def test_timesteps_are_drawn_uniformly_or_log_normally_by_hand():
+    from training.losses import GaussianDiffusion
+
+    diffusion = GaussianDiffusion()
+    uniform = diffusion.sample_timesteps(4000, torch.Generator().manual_seed(0), "uniform")
+    assert torch.equal(uniform, torch.randint(0, 1000, (4000,), generator=torch.Generator().manual_seed(0)))
+    assert (int(uniform.min()), int(uniform.max())) == (0, 999)
+    lognormal = diffusion.sample_timesteps(4000, torch.Generator().manual_seed(1))
+    u = torch.randn(4000, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(lognormal, (torch.sigmoid(u) * 1000).long())  # t = sigmoid(u) * 1000, u ~ N(0, 1)
+    assert float(lognormal.float().median()) == pytest.approx(500, abs=15)
+
+
+def test_identity_loss_compares_each_token_over_its_features():
+    from training.losses import identity_loss
+
+    repa, target = torch.tensor([[[1.0, 2.0], [3.0, 1.0]]]), torch.tensor([[[2.0, 1.0], [0.0, 1.0]]])
+    # token 0: cos((1, 2), (2, 1)) = 0.8; token 1: cos((3, 1), (0, 1)) = 1 / sqrt(10)
+    assert float(identity_loss(repa, target)) == pytest.approx(-(0.8 + 10 ** -0.5) / 2)
+
+
+def test_differentiable_decode_is_the_vae_decode_for_a_bf16_vae():
+    from ditalker_core.models import get_vae_config
+    from ditalker_core.models.vae import AutoencoderKLMagvit
+    from training.losses import decode_with_grad
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLMagvit(**get_vae_config("tiny", layers_per_block=1)).to(torch.bfloat16)
+    latents = torch.randn(1, 4, 4, 4, 4)  # float32 latents, as the trainer's estimate is
+    with torch.no_grad():
+        torch.testing.assert_close(decode_with_grad(vae, latents), vae.decode(latents.to(torch.bfloat16)))
+
+
 def test_variance_term_by_hand():
     """KL between Gaussians with the true mean: 0 at the posterior variance, the closed form at beta_t."""
     from training.losses import GaussianDiffusion
@@ -510,6 +543,9 @@ def test_repa_chunk_is_the_same_tokens_in_the_model_and_in_the_frame_by_hand():
         seen.add(index)
         assert torch.equal(tokens[index * chunk:(index + 1) * chunk], tokens.view(frames, -1)[frame, within])
     assert seen == set(range(frames * grid[0] * grid[1] // chunk))  # every chunk can be drawn
+    torch.manual_seed(0)  # the draw is the given generator's, not the global one's
+    assert [repa_chunk(frames, grid, chunk, torch.Generator().manual_seed(seed))[0] for seed in range(6)] == [
+        int(torch.randint(0, 6, (1,), generator=torch.Generator().manual_seed(seed))) for seed in range(6)]
     assert repa_chunk(frames, grid, None, torch.Generator().manual_seed(0))[2] == slice(0, 8)  # a whole frame
     with pytest.raises(ValueError, match="repa_tokens=3 does not divide the 8 tokens"):
         repa_chunk(frames, grid, 3, torch.Generator())

@@ -185,7 +185,7 @@ def sync_losses(vae: torch.nn.Module, syncnet: SyncNet, x0: torch.Tensor, x0_hat
     boxes = [face_box(mask) for mask in face_masks]
     faces = mouth_crops(decoded[:, :, first:first + frames], boxes, face_masks[:, None, None])
     step = mel_start(4 * pair + first)
-    audio = mel[:, None, :, step:step + MEL_WINDOW].to(faces.dtype)
-    per_sample = sync_loss(syncnet, audio, faces.to(next(syncnet.parameters()).dtype))
+    dtype = next(syncnet.parameters()).dtype  # the expert's (bf16 under bf16 mixed precision), for both inputs
+    per_sample = sync_loss(syncnet, mel[:, None, :, step:step + MEL_WINDOW].to(dtype), faces.to(dtype))
     kept = keep.to(per_sample.dtype)
     return l2, (per_sample * kept).sum() / kept.sum().clamp(min=1)
