@@ -305,6 +305,8 @@ def test_region_loss_weights_the_mask_by_hand():
     mask[:, :8, :8] = 1  # the top-left latent cell of each 8x8 block grid -> latent (0, 0)
     expected = error[:, :, :, 0, 0].sum() / error.numel()
     assert float(region_loss(error, mask)) == pytest.approx(float(expected), rel=1e-6)
+    mask[:, 4:8] = 0  # half of that cell: area-averaged to weight 0.5
+    assert float(region_loss(error, mask)) == pytest.approx(float(expected) / 2, rel=1e-6)
 
 
 def test_lip_term_enters_the_total_with_its_weight(data, helpers, tmp_path):
@@ -344,8 +346,8 @@ def test_reinit_returns_only_the_named_module_to_its_fresh_initialisation(base_m
 def test_eye_term_is_the_error_inside_the_eye_mask_by_hand():
     from training.losses import reconstruction_losses
 
-    noise = torch.zeros(1, 2, 1, 2, 2)
-    eps_hat = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).expand(1, 2, 1, 2, 2)  # squared errors 1, 4, 9, 16 per channel
+    noise = torch.full((1, 2, 1, 2, 2), 0.5)
+    eps_hat = torch.tensor([[1.5, 2.5], [3.5, 4.5]]).expand(1, 2, 1, 2, 2)  # squared errors 1, 4, 9, 16 per channel
     eye = torch.zeros(1, 16, 16)
     eye[:, :8, 8:] = 1  # the top-right latent cell only
     rec, eye_term = reconstruction_losses(eps_hat, noise, eye)
@@ -405,6 +407,39 @@ def test_differentiable_decode_is_the_vae_decode_for_a_bf16_vae():
     latents = torch.randn(1, 4, 4, 4, 4)  # float32 latents, as the trainer's estimate is
     with torch.no_grad():
         torch.testing.assert_close(decode_with_grad(vae, latents), vae.decode(latents.to(torch.bfloat16)))
+
+
+def test_posterior_of_the_diffusion_by_gaussian_conditioning():
+    """The posterior q(x_{t-1} | x_t, x0) from the product of q(x_{t-1} | x0) and q(x_t | x_{t-1}) (precisions add),
+    against the trainer's tables; t = 0 keeps the clipped variance of t = 1, as guided-diffusion does."""
+    from training.losses import GaussianDiffusion
+
+    tables = GaussianDiffusion().tables
+    betas = np.linspace(1e-4, 2e-2, 1000)
+    ac = np.cumprod(1 - betas)
+    for t in (1, 10, 500, 999):
+        precision = 1 / (1 - ac[t - 1]) + (1 - betas[t]) / betas[t]
+        assert tables["post_c0"][t] == pytest.approx(np.sqrt(ac[t - 1]) / (1 - ac[t - 1]) / precision, rel=1e-9)
+        assert tables["post_ct"][t] == pytest.approx(np.sqrt(1 - betas[t]) / betas[t] / precision, rel=1e-9)
+        assert tables["post_log_var"][t] == pytest.approx(-np.log(precision), rel=1e-9)
+    assert (tables["post_c0"][0], tables["post_ct"][0]) == (pytest.approx(1.0), 0.0)  # x_{-1} is x0 itself
+    assert tables["post_log_var"][0] == tables["post_log_var"][1]
+    assert tables["sqrt_ac"] == pytest.approx(np.sqrt(ac), rel=1e-12)
+
+
+def test_noising_and_its_inverse_per_sample_of_a_batch():
+    from training.losses import GaussianDiffusion
+
+    diffusion = GaussianDiffusion()
+    ac = np.cumprod(1 - np.linspace(1e-4, 2e-2, 1000))
+    x0 = torch.tensor([0.5, -1.0, 2.0]).expand(2, 1, 1, 1, 3)
+    noise = torch.tensor([1.0, 0.0, -1.0]).expand(2, 1, 1, 1, 3)
+    t = torch.tensor([10, 700])
+    x_t = diffusion.q_sample(x0, t, noise)
+    for i in range(2):
+        expected = np.sqrt(ac[t[i]]) * x0[i].numpy() + np.sqrt(1 - ac[t[i]]) * noise[i].numpy()
+        np.testing.assert_allclose(x_t[i].numpy(), expected, rtol=1e-5)
+    torch.testing.assert_close(diffusion.predict_x0(x_t, t, noise), x0, rtol=0, atol=1e-5)
 
 
 def test_variance_term_by_hand():
