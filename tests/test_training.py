@@ -442,6 +442,23 @@ def test_noising_and_its_inverse_per_sample_of_a_batch():
     torch.testing.assert_close(diffusion.predict_x0(x_t, t, noise), x0, rtol=0, atol=1e-5)
 
 
+def test_decoder_likelihood_at_t0_by_hand():
+    """The t = 0 term: a Gaussian discretised to 256 bins on [-1, 1], the edge bins open-ended, with the tanh
+    approximation of the normal CDF (within 2e-4 of the exact one), as guided-diffusion computes it."""
+    from training.losses import _approx_standard_normal_cdf, discretized_gaussian_log_likelihood
+
+    z = torch.linspace(-4, 4, 161, dtype=torch.float64)
+    assert float((_approx_standard_normal_cdf(z) - torch.special.ndtr(z)).abs().max()) < 2e-4
+    x = torch.tensor([-1.0, -0.3, 0.4, 1.0])
+    means, sigma = torch.tensor([-0.95, -0.25, 0.5, 0.9]), torch.tensor([0.05, 0.1, 0.2, 0.1])
+    cdf = lambda v: 0.5 * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v ** 3)))  # noqa: E731
+    upper = cdf(((x - means + 1 / 255) / sigma).numpy())
+    lower = cdf(((x - means - 1 / 255) / sigma).numpy())
+    expected = np.log([upper[0], upper[1] - lower[1], upper[2] - lower[2], 1 - lower[3]])
+    np.testing.assert_allclose(discretized_gaussian_log_likelihood(x, means, sigma.log()).numpy(), expected,
+                               rtol=1e-4)
+
+
 def test_variance_term_by_hand():
     """KL between Gaussians with the true mean: 0 at the posterior variance, the closed form at beta_t."""
     from training.losses import GaussianDiffusion
