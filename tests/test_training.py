@@ -459,6 +459,41 @@ def test_decoder_likelihood_at_t0_by_hand():
                                rtol=1e-4)
 
 
+def test_variance_term_with_a_wrong_mean_and_the_decoder_term_at_t0_per_sample():
+    from training.losses import GaussianDiffusion, discretized_gaussian_log_likelihood
+
+    betas = np.linspace(1e-4, 2e-2, 1000)
+    ac = np.cumprod(1 - betas)
+    posterior = lambda t: betas[t] * (1 - ac[t - 1]) / (1 - ac[t])  # noqa: E731
+    x0 = torch.tensor([[0.3, -0.6], [0.9, 0.1]], dtype=torch.float64).view(2, 1, 1, 1, 2)
+    noise = torch.tensor([[-0.7, 0.2], [0.5, -1.0]], dtype=torch.float64).view(2, 1, 1, 1, 2)
+    eps = noise + 0.25  # a wrong noise estimate: the means differ
+    v = torch.tensor([[0.4, -0.2], [0.6, 0.0]], dtype=torch.float64).view(2, 1, 1, 1, 2)
+    t = torch.tensor([10, 0])
+    diffusion = GaussianDiffusion()
+    x_t = diffusion.q_sample(x0, t, noise).double()
+    got = diffusion.vb_terms(x0, x_t, t, eps, v).double()
+    expected = []
+    for i, step in enumerate(t.tolist()):
+        a, a_prev = ac[step], (ac[step - 1] if step else 1.0)
+        c0, ct = betas[step] * np.sqrt(a_prev) / (1 - a), (1 - a_prev) * np.sqrt(1 - betas[step]) / (1 - a)
+        xi, xt = x0[i].numpy(), x_t[i].numpy()
+        true_mean = c0 * xi + ct * xt
+        model_mean = c0 * (xt - np.sqrt(1 - a) * eps[i].numpy()) / np.sqrt(a) + ct * xt
+        true_log_var = np.log(posterior(max(step, 1)))  # t = 0 keeps t = 1's variance
+        frac = (v[i].numpy() + 1) / 2
+        model_log_var = frac * np.log(betas[step]) + (1 - frac) * true_log_var
+        if step:
+            kl = 0.5 * (-1 + model_log_var - true_log_var + np.exp(true_log_var - model_log_var)
+                        + (true_mean - model_mean) ** 2 * np.exp(-model_log_var))
+            expected.append(kl.mean() / np.log(2))
+        else:
+            ll = discretized_gaussian_log_likelihood(x0[i], torch.from_numpy(model_mean),
+                                                     torch.from_numpy(0.5 * model_log_var))
+            expected.append(-float(ll.mean()) / np.log(2))
+    np.testing.assert_allclose(got.numpy(), expected, rtol=2e-4)
+
+
 def test_variance_term_by_hand():
     """KL between Gaussians with the true mean: 0 at the posterior variance, the closed form at beta_t."""
     from training.losses import GaussianDiffusion
