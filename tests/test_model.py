@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -287,6 +288,55 @@ def test_truncated_and_absent_files_fail_clearly(tmp_path) -> None:
         load_transformer(tmp_path / "nowhere.safetensors")
 
 
+@pytest.mark.parametrize("key, kind", [
+    ("transformer_blocks.0.attn1.to_q.weight", "transformer"), ("pos_embed.proj.weight", "transformer"),
+    ("adaln_single.linear.weight", "transformer"), ("encoder.conv_in.weight", "vae"),
+    ("decoder.conv_in.weight", "vae"), ("post_quant_conv.weight", "vae"), ("encoder.block.0.layer.0.x", "t5"),
+    ("shared.weight", "t5"), ("vision_model.embeddings.x", "clip_vision"), ("encoder.conv1.weight", "whisper"),
+    ("model.encoder.conv1.weight", "whisper"), ("encoder.embed_positions.weight", "whisper"),
+    ("wav2vec2.encoder.x", "wav2vec2"), ("net_recon.conv1.weight", "3dmm"), ("final_layers.0.weight", "3dmm"),
+    ("something.else", None)])
+def test_a_weights_file_is_told_by_its_key_names(tmp_path, key: str, kind: str | None) -> None:
+    from ditalker_core.checkpoints import identify_weights
+
+    save_file({key: torch.zeros(1)}, str(tmp_path / "w.safetensors"))
+    assert identify_weights(tmp_path / "w.safetensors") == kind
+
+
+def test_model_folders_and_our_files_are_told_without_reading_tensors(tmp_path) -> None:
+    from ditalker_core.checkpoints import check_kind, identify_weights, kind_of_keys
+    from ditalker_core.errors import WrongWeightsError
+
+    for name, described, kind in (("vae", {"_class_name": "AutoencoderKLMagvit"}, "vae"),
+                                  ("t5", {"model_type": "t5"}, "t5"), ("clip", {"model_type": "clip"}, "clip_vision"),
+                                  ("whisper", {"architectures": ["WhisperModel"]}, "whisper"),
+                                  ("w2v", {"model_type": "wav2vec2"}, "wav2vec2"),
+                                  ("dit", {"_class_name": "Transformer3DModel"}, "transformer"),
+                                  ("other", {"model_type": "bert"}, None)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(described))
+        assert identify_weights(tmp_path / name) == kind, name
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    (tmp_path / "pipeline" / "text_encoder").mkdir(parents=True)
+    (tmp_path / "ctranslate2").mkdir()
+    for file in ("model.bin", "vocabulary.txt"):
+        (tmp_path / "ctranslate2" / file).write_text("x")
+    assert [identify_weights(tmp_path / n) for n in ("broken", "pipeline", "ctranslate2", "nothing")] == [
+        None, "t5", "whisper", None]
+    (tmp_path / "w.pth").write_bytes(b"x")
+    assert identify_weights(tmp_path / "w.pth") is None  # pickles are told apart when loaded
+    assert kind_of_keys(["decoder.conv_in.weight"], {"format": "ditalker", "model": "DiTalkerTransformer3DModel"}
+                        ) == "transformer"  # our own files say what they are
+    assert kind_of_keys(["x"], {"format": "ditalker", "model": "AutoencoderKLMagvit"}) == "vae"
+    check_kind(tmp_path / "w.pth", "vae")  # unknown: nothing to refuse
+    with pytest.raises(WrongWeightsError) as refused:
+        check_kind(tmp_path / "dit", "vae")
+    assert str(refused.value) == ("dit is a DiTalker / EasyAnimateV3 transformer, not a MagViT VAE: pick a MagViT VAE "
+                                  "here and load this file where a DiTalker / EasyAnimateV3 transformer is taken")
+    assert (refused.value.kind, refused.value.expected) == ("transformer", "vae")
+
+
 @pytest.mark.parametrize("wrapper", ["state_dict", "module", "model"])
 def test_wrapped_torch_checkpoints_are_unwrapped(tmp_path, wrapper: str) -> None:
     from ditalker_core.checkpoints import read_state_dict
@@ -362,8 +412,8 @@ def test_reduced_precision_stays_within_its_documented_tolerance_of_fp32(dtype, 
             autocast = model(**x).sample  # the Speed node's precision: float32 weights, reduced matmuls
     assert out.dtype == dtype
     kept = {n for n, p in reduced.named_parameters() if p.dtype == torch.float32}
-    assert kept == {n for n, _ in reduced.named_parameters()
-                    if {"adaln_single", "norms", "ff_norm"} & set(n.split("."))} and len(kept) == 6 + 8 * 6  # adaln_single; per block 3 LayerNorms
+    assert kept == {n for n, _ in reduced.named_parameters() if set(n.split(".")) & set(reduced._keep_in_fp32_modules)}
+    assert len(kept) == 6 + 8 * 6  # adaln_single's 6; per block 3 affine LayerNorms
     for name, value in (("weights", out), ("autocast", autocast)):
         error = ((value.float() - reference).norm() / reference.norm()).item()
         assert error < tolerance, (name, error)
