@@ -297,6 +297,53 @@ def test_continuation_masks_know_the_first_frame_or_the_overlap():
     assert mask[0, 0].sum() == 0 and mask[0, 1:].min() == 1
 
 
+def test_official_inpaint_masks_follow_easyanimates_mixture():
+    """EasyAnimate's get_random_mask: 5 % a box on every frame, 30 % everything, 30 % all but the first k frames,
+    30 % all but the first and last k frames (k in 1..4), 5 % a box over a frame range."""
+    from training.conditioning import inpaint_mask
+
+    generator = torch.Generator().manual_seed(0)
+    kinds, ks = [], set()
+    for _ in range(3000):
+        mask = inpaint_mask(16, 16, 16, "official", generator)[0]
+        per_frame = mask.flatten(1).mean(1)
+        if bool((per_frame == 1).all()):
+            kinds.append("all")
+        elif set(per_frame.tolist()) <= {0.0, 1.0}:
+            known = (per_frame == 0).nonzero().flatten().tolist()
+            head = len([i for i in known if i < 8])
+            ks.add(head)
+            kinds.append("after_k" if known == list(range(head)) else "between_k")
+            if kinds[-1] == "between_k":
+                assert known == list(range(head)) + list(range(16 - head, 16))
+        else:
+            box = mask.sum(0) > 0
+            rows, cols = box.any(1).nonzero().flatten(), box.any(0).nonzero().flatten()
+            assert (mask[:, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].flatten(1).amin(1) == per_frame.ceil()).all()
+            assert rows[-1] - rows[0] + 1 <= 12 and cols[-1] - cols[0] + 1 <= 12  # at most 3/4 of each side
+            kinds.append("box_all_frames" if bool((per_frame > 0).all()) else "box_some_frames")
+    share = {kind: kinds.count(kind) / len(kinds) for kind in set(kinds)}
+    expected = {"box_all_frames": 0.05, "all": 0.3, "after_k": 0.3, "between_k": 0.3, "box_some_frames": 0.05}
+    assert set(share) == set(expected)
+    for kind, p in expected.items():
+        assert share[kind] == pytest.approx(p, abs=0.03), kind
+    assert ks == {1, 2, 3, 4}
+
+
+def test_step_draws_depend_on_the_global_sample_not_on_the_split():
+    from training.conditioning import StepRandom
+
+    whole = StepRandom.of_step(7, 3, 1, 0, 4)
+    halves = [StepRandom.of_step(7, 3, 1, first, 2) for first in (0, 2)]
+    assert torch.equal(whole.randn((4, 3)), torch.cat([h.randn((2, 3)) for h in halves]))
+    assert torch.equal(torch.rand(2, generator=halves[0].shared), torch.rand(2, generator=halves[1].shared))
+    draws = [StepRandom.of_step(*key, 0, 1).rand() for key in ((7, 3, 1), (8, 3, 1), (7, 4, 1), (7, 3, 0))]
+    assert len({float(d) for d in draws}) == 4  # seed, step and micro-step each change every draw
+    sample = StepRandom.of_step(7, 3, 1, 0, 2)
+    first = torch.randn(3, generator=StepRandom.of_step(7, 3, 1, 0, 2).samples[0])
+    assert torch.equal(sample.randn((2, 3))[0], first)  # row i is sample i's own generator
+
+
 def test_region_loss_weights_the_mask_by_hand():
     from training.losses import region_loss
 
