@@ -593,6 +593,88 @@ def test_a_dataset_window_holds_exactly_its_frames_audio_phonemes_and_pose(tmp_p
     assert len(starts) > 1  # random windows were drawn
 
 
+def test_metadata_in_json_jsonl_and_csv_gives_the_same_records(tmp_path):
+    from ditalker_core.errors import InputError
+    from training.dataset import read_metadata
+
+    (tmp_path / "data" / "videos_25").mkdir(parents=True)
+    (tmp_path / "root" / "feats").mkdir(parents=True)
+    (tmp_path / "root" / "feats" / "a.pt").write_bytes(b"")  # found under data.root, not beside the metadata
+    row = {"file_path": "videos_25/a.mp4", "text": "happy", "type": "video", "audio_emb_path": "feats/a.pt",
+           "phoneme_dir": "p/a.json", "3dmm_dir": "/abs/a.npy", "pose_video_path": "pose/a.mp4",
+           "audio_path": "wav/a.wav", "num_frames": "40"}
+    image = {"file_path": "i.png", "type": "image"}
+    data = tmp_path / "data"
+    (data / "m.json").write_text(json.dumps([row, image]))
+    (data / "m.jsonl").write_text(json.dumps(row) + "\n\n" + json.dumps(image) + "\n")
+    (data / "m.csv").write_text(",".join(row) + "\n" + ",".join(str(v) for v in row.values()) + "\n")
+    records = [read_metadata(data / name, root=tmp_path / "root") for name in ("m.json", "m.jsonl", "m.csv")]
+    assert records[0] == records[1] == records[2] and len(records[0]) == 1
+    (record,) = records[0]
+    assert (record.video, record.text, record.num_frames) == (data / "videos_25/a.mp4", "happy", 40)
+    assert record.audio_features == tmp_path / "root" / "feats" / "a.pt"
+    assert (record.phonemes, record.style, record.audio) == (data / "p/a.json", Path("/abs/a.npy"), data / "wav/a.wav")
+    assert record.masks == {"eye": data / "eye_masks/a.png", "lip": data / "lip_mask/a.png",
+                            "face": data / "face_mask/a.png"}
+    (data / "bare.json").write_text(json.dumps([dict(row, audio_path="", num_frames=None)]))
+    assert (read_metadata(data / "bare.json")[0].audio, read_metadata(data / "bare.json")[0].num_frames) == (None, None)
+    (data / "gap.json").write_text(json.dumps([{k: v for k, v in row.items() if k != "3dmm_dir"}]))
+    with pytest.raises(InputError, match=r"gap.json, record 0: missing \['3dmm_dir'\]"):
+        read_metadata(data / "gap.json")
+    (data / "images.json").write_text(json.dumps([image]))
+    with pytest.raises(InputError, match="has no video records"):
+        read_metadata(data / "images.json")
+    (data / "object.json").write_text(json.dumps(row))
+    with pytest.raises(InputError, match="must be a list of records"):
+        read_metadata(data / "object.json")
+    with pytest.raises(InputError, match="does not exist; run `python -m training.preprocess`"):
+        read_metadata(data / "none.json")
+
+
+def test_masks_sit_beside_videos_25_or_beside_the_videos_folder():
+    from training.dataset import mask_paths
+
+    assert mask_paths(Path("/d/videos_25/s/a.mp4"))["lip"] == Path("/d/lip_mask/s/a.png")
+    assert mask_paths(Path("/d/clips/a.mp4")) == {"eye": Path("/d/eye_masks/a.png"), "lip": Path("/d/lip_mask/a.png"),
+                                                  "face": Path("/d/face_mask/a.png")}
+
+
+def test_the_sampler_shards_each_step_and_resumes_at_any_step():
+    from training.dataset import ResumableSampler
+
+    def keys(rank: int, world: int, start: int, count: int) -> list[tuple[int, int]]:
+        stream = iter(ResumableSampler(5, seed=3, batch_size=2, rank=rank, world=world, start=start))
+        return [next(stream) for _ in range(count)]
+
+    perms = [np.random.default_rng([3, epoch]).permutation(5) for epoch in range(3)]
+    by_hand = [(int(perms[p // 5][p % 5]), p) for p in range(12)]
+    assert keys(0, 1, 0, 12) == by_hand  # position p: epoch p // 5's permutation, draw number p
+    assert keys(0, 2, 0, 4) == by_hand[0:2] + by_hand[4:6]  # rank 0 takes the first 2 of every 4
+    assert keys(1, 2, 0, 4) == by_hand[2:4] + by_hand[6:8]
+    assert keys(1, 2, 1, 2) == by_hand[6:8]  # resumed at step 1
+
+
+def test_video_frames_are_resized_on_the_short_side_and_centre_cropped():
+    from training.dataset import fit_square
+
+    wide = torch.arange(32.0).view(1, 1, 4, 8)
+    assert torch.equal(fit_square(wide, 4), wide[..., 2:6])
+    assert torch.equal(fit_square(wide.transpose(2, 3), 4), wide.transpose(2, 3)[..., 2:6, :])
+    assert torch.allclose(fit_square(torch.full((1, 1, 2, 3), 7.0), 4), torch.full((1, 1, 4, 4), 7.0))
+
+
+def test_an_unusable_clip_is_skipped_for_the_next_one_and_ten_failures_stop(tmp_path, caplog):
+    from ditalker_core.errors import InputError
+    from training.dataset import ClipDataset, Record
+
+    broken = Record(tmp_path / "gone.mp4", "", tmp_path / "gone.pt", tmp_path / "p.json", tmp_path / "s.npy",
+                    tmp_path / "pose.mp4", num_frames=40)
+    dataset = ClipDataset([broken] * 3, 8, 64, seed=0)
+    with pytest.raises(InputError, match=r"no usable sample after 10 tries: .*gone.mp4"):
+        dataset[(0, 0)]
+    assert sum("skipping unusable training sample" in r.message for r in caplog.records) == 1  # warned once
+
+
 def test_clips_without_sound_are_listed_before_the_first_step_when_the_sync_loss_reads_them(data, helpers,
                                                                                            tmp_path):
     """Official-format clips without a sound track (and no audio_path): refused at start with both fixes named;
