@@ -199,6 +199,45 @@ def test_no_transcript_without_whisperx_asr_asks_for_one(monkeypatch):
         extract_phonemes(np.zeros(16000, np.float32), None, "en", sample_rate=16000)
 
 
+@pytest.mark.parametrize("device, compute_type", [("cpu", "int8"), ("cuda:0", "float16")])
+def test_asr_transcribes_with_the_given_model_language_and_device(monkeypatch, device: str, compute_type: str):
+    """The WhisperX ASR call (its models are not available offline, so WhisperX is a recording stand-in)."""
+    calls = []
+
+    class Model:
+        def transcribe(self, audio, batch_size, language):
+            calls.append(("transcribe", len(audio), batch_size, language))
+            return {"segments": [{"text": "hi", "start": 0.0, "end": 0.5}], "language": language}
+
+    whisperx = type(sys)("whisperx")
+    whisperx.load_model = lambda *args, **kwargs: calls.append(("load", args, kwargs)) or Model()
+    monkeypatch.setitem(sys.modules, "whisperx", whisperx)
+    monkeypatch.setattr(phonemes.importlib.util, "find_spec", lambda name: object())  # torchaudio, faster_whisper
+    segments = phonemes.transcribe(np.zeros(800, np.float32), "models/fw-tiny", "zh", device)
+    assert segments == [{"text": "hi", "start": 0.0, "end": 0.5}]
+    assert calls == [("load", ("models/fw-tiny", device), {"compute_type": compute_type, "language": "zh"}),
+                     ("transcribe", 800, 8, "zh")]
+    for missing in ("torchaudio", "faster_whisper"):
+        monkeypatch.setattr(phonemes.importlib.util, "find_spec", lambda name, gone=missing: None if name == gone
+                            else object())
+        with pytest.raises(InputError, match="no transcript given; pass the spoken text as the transcript"):
+            phonemes.transcribe(np.zeros(800, np.float32), "models/fw-tiny", "zh", device)
+    monkeypatch.setattr(phonemes.importlib.util, "find_spec", lambda name: object())
+    with pytest.raises(InputError, match="install the full WhisperX"):
+        phonemes.transcribe(np.zeros(800, np.float32), None, "zh", device)
+
+
+def test_a_transcript_in_the_other_language_is_named():
+    from ditalker_core.extract.phonemes import language_mismatch
+
+    assert language_mismatch("hello 你", "zh") == ("the transcript is mostly Latin letters but language is zh: "
+                                                   "set language to en")
+    assert language_mismatch("你好 a", "en") == ("the transcript is mostly Chinese characters but language is en: "
+                                                "set language to zh")
+    assert language_mismatch("你好 ab", "en") is None and language_mismatch("ab 你好", "zh") is None  # a tie is fine
+    assert language_mismatch("hello", "en") is None and language_mismatch("你好", "zh") is None
+
+
 def test_cli_writes_official_json(wav2vec2, tmp_path, table):
     speech = synthesize(MANDARIN[0], "cmn")
     wav = write_wav(tmp_path / "zh.wav", speech.audio, speech.rate)
