@@ -79,6 +79,19 @@ def test_any_rate_and_channel_layout_gives_frames_by_duration(encoder, speech, t
     assert encoder.encode(base, fps=25, num_frames=7, sample_rate=speech.rate).windows.shape[0] == 7
 
 
+def test_frame_count_defaults_to_25_fps_and_empty_requests_are_refused(encoder):
+    from ditalker_core.errors import InputError
+
+    second = np.zeros(16000, np.float32)
+    assert encoder.encode(second, sample_rate=16000).num_frames == 25
+    assert encoder.encode(second, sample_rate=16000, num_frames=1).windows.shape[0] == 1
+    with pytest.raises(InputError, match="num_frames is 0; pass at least 1 frame"):
+        encoder.encode(second, sample_rate=16000, num_frames=0)
+    with pytest.raises(InputError, match="the audio is empty; pass audio with at least one sample"):
+        encoder.encode(np.zeros(0, np.float32), sample_rate=16000)
+    assert encoder.encode(np.zeros(1, np.float32), sample_rate=16000).num_frames == 1  # one sample is audio
+
+
 def test_long_audio_has_no_seam_and_no_drift(tmp_path):
     local = AudioEncoder.from_pretrained(save_tiny_whisper(tmp_path / "local", local=True))
     sentence = "The quick brown fox jumps over the lazy dog, then it runs far away into the green forest. "

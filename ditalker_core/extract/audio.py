@@ -174,7 +174,7 @@ class AudioEncoder:
         return AudioFeatures(frame_windows(self.tokens(mono), frames, fps), frames, float(fps))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:  # pragma: no mutate block (CLI wiring)
     parser.add_argument("--whisper", default=f"{MODEL_FOLDER}/whisper-tiny",
                         help="transformers Whisper folder (default: %(default)s)")
     parser.add_argument("--fps", type=float, default=25.0, help="video frame rate (default: %(default)s)")
@@ -182,7 +182,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> None:  # pragma: no mutate block (CLI wiring)
     """Save the (frames, 50, 384) float32 tensor in the official ``.pt`` layout."""
     dtype = torch.float16 if str(args.device).startswith("cuda") else torch.float32
     encoder = AudioEncoder.from_pretrained(args.whisper, args.device, dtype)
