@@ -206,17 +206,18 @@ def test_sync_losses_score_the_drawn_frames_against_their_own_mel_by_hand():
     the mean over the samples whose audio was kept."""
     from training.losses import sync_losses
 
-    x0_hat = torch.tensor([[3.0, 0.4, -3.0, -0.4], [-3.0, -0.4, 3.0, 0.4]]).view(2, 1, 4, 1, 1)  # (B, C, F, h, w)
+    x0_hat = torch.tensor([[3.0, 0.4, -3.0, -0.4, 0.7, -0.7],
+                           [-3.0, -0.4, 3.0, 0.4, -0.7, 0.7]]).view(2, 1, 6, 1, 1)  # (B, C, F, h, w)
     x0 = torch.zeros_like(x0_hat)
     masks = torch.ones(2, 8, 8)
     masks[:, 7, 0] = 0  # the face mask is applied inside the face box
     mel = torch.arange(64.0).expand(2, 80, 64)  # mel step index everywhere
     expert, vae = _RecordingExpert(), _ConstantFramesVAE()
-    seed = 10
+    seed = 4
     draws = torch.Generator().manual_seed(seed)
-    pair = 2 * int(torch.randint(0, 2, (1,), generator=draws))
+    pair = 2 * int(torch.randint(0, 3, (1,), generator=draws))
     first = int(torch.randint(0, 8 - 5 + 1, (1,), generator=draws))
-    assert (pair, first) == (2, 1)  # this seed draws the second pair and a window not at its start
+    assert (pair, first) == (2, 2)  # this seed draws the middle pair and a window not at its start
     torch.manual_seed(0)  # the global generator draws otherwise
 
     def score(keep: list[bool]) -> tuple[float, float]:

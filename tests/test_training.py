@@ -496,12 +496,13 @@ def test_decoder_likelihood_at_t0_by_hand():
 
     z = torch.linspace(-4, 4, 161, dtype=torch.float64)
     assert float((_approx_standard_normal_cdf(z) - torch.special.ndtr(z)).abs().max()) < 2e-4
-    x = torch.tensor([-1.0, -0.3, 0.4, 1.0])
-    means, sigma = torch.tensor([-0.95, -0.25, 0.5, 0.9]), torch.tensor([0.05, 0.1, 0.2, 0.1])
+    x = torch.tensor([-1.0, -0.3, 0.4, 1.0, -0.999, 0.999])  # +-0.999 themselves are inner bins (upstream's < / >)
+    means = torch.tensor([-0.95, -0.25, 0.5, 0.9, -0.99, 0.99])
+    sigma = torch.tensor([0.05, 0.1, 0.2, 0.1, 0.05, 0.05])
     cdf = lambda v: 0.5 * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v ** 3)))  # noqa: E731
     upper = cdf(((x - means + 1 / 255) / sigma).numpy())
     lower = cdf(((x - means - 1 / 255) / sigma).numpy())
-    expected = np.log([upper[0], upper[1] - lower[1], upper[2] - lower[2], 1 - lower[3]])
+    expected = np.log([upper[0], *(upper[1:3] - lower[1:3]), 1 - lower[3], *(upper[4:] - lower[4:])])
     np.testing.assert_allclose(discretized_gaussian_log_likelihood(x, means, sigma.log()).numpy(), expected,
                                rtol=1e-4)
 
