@@ -343,6 +343,8 @@ def test_every_scheduler_samples_on_the_noise_schedule_the_trainer_trains_on(sch
     from training.losses import GaussianDiffusion
 
     sched = make_scheduler(scheduler)
+    with pytest.raises(ValueError, match=r"unknown scheduler 'unipc'; choose one of \['ddim', 'dpm\+\+', 'euler'\]"):
+        make_scheduler("unipc")
     trained = GaussianDiffusion().tables["sqrt_ac"] ** 2
     np.testing.assert_allclose(sched.alphas_cumprod.double().numpy(), trained, rtol=1e-6)
     assert sched.config.prediction_type == "epsilon"
