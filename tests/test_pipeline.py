@@ -11,7 +11,8 @@ import torch
 from ditalker_core.errors import InputError
 from ditalker_core.models import DiTalkerTransformer3DModel, get_config, get_vae_config
 from ditalker_core.models.vae import AutoencoderKLMagvit
-from ditalker_core.pipeline import Conditions, DiTalkerPipeline, Guidance, SamplingOptions, prepare_reference
+from ditalker_core.pipeline import (Conditions, DiTalkerPipeline, Guidance, SampledVideo, SamplingOptions,
+                                    prepare_reference)
 from ditalker_core.pipeline.conditioning import output_size
 from ditalker_core.pipeline.windows import Window, plan_windows
 
@@ -295,6 +296,10 @@ def test_crossfaded_windows_blend_the_overlap_linearly(pipe: DiTalkerPipeline) -
     assert pipe(cond, options).shape == (40, SIZE, SIZE, 3)
     with pytest.raises(InputError, match="seams is 'blend': use one of pinned, crossfade"):
         pipe.sample(cond, replace(options, seams="blend"))
+    windows = [Window(0, 32, 0), Window(24, 56, 8), Window(48, 80, 8)]  # three windows of constant latents 0, 1, 2
+    three = SampledVideo([torch.full((1, 1, 8, 1, 1), float(i)) for i in range(3)], windows, 70, "crossfade")
+    assert stitched_latents(three).flatten().tolist() == pytest.approx(
+        [0.0] * 6 + [1 / 3, 2 / 3] + [1.0] * 4 + [4 / 3, 5 / 3] + [2.0] * 6)
 
 
 def test_phoneme_windows_at_a_window_border_see_the_previous_frames(pipe: DiTalkerPipeline) -> None:

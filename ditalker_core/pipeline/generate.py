@@ -327,15 +327,16 @@ def stitched_latents(video: SampledVideo) -> torch.Tensor:
     """One latent sequence for the whole video. Pinned seams: each window after the first adds the latents after its
     shared ones, which are identical to the previous window's last latents. Cross-faded seams: over the shared
     latents the previous window's weight falls linearly (k shared latents: k/(k+1), ..., 1/(k+1))."""
-    stitched = video.latents[0]
+    parts = [video.latents[0]]
     for window, latents in zip(video.windows[1:], video.latents[1:]):
         shared = window.known // 4
-        if video.seams == "crossfade" and shared:
+        if video.seams == "crossfade" and shared:  # the previous part is that window's tail, longer than shared
             incoming = torch.arange(1, shared + 1, dtype=latents.dtype).reshape(1, 1, -1, 1, 1) / (shared + 1)
-            blend = stitched[:, :, -shared:] * (1 - incoming) + latents[:, :, :shared] * incoming
-            stitched = torch.cat([stitched[:, :, :-shared], blend], dim=2)
-        stitched = torch.cat([stitched, latents[:, :, shared:]], dim=2)
-    return stitched
+            previous = parts.pop()
+            blend = previous[:, :, -shared:] * (1 - incoming) + latents[:, :, :shared] * incoming
+            parts += [previous[:, :, :-shared], blend]
+        parts.append(latents[:, :, shared:])
+    return torch.cat(parts, dim=2)  # one copy, however many windows
 
 
 @torch.no_grad()
