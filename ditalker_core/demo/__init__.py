@@ -65,11 +65,13 @@ class DemoInputs:
 class DemoModels:
     """Every model of the demo, loaded once."""
 
-    def __init__(self, transformer: str | Path = TRANSFORMER, device: str = "cpu"):
+    def __init__(self, transformer: str | Path = TRANSFORMER, device: str = "cpu",
+                 vae_dtype: torch.dtype = torch.float32):
         if not Path(transformer).is_file():
             raise InputError(f"demo model {transformer} is missing; restore it with `git checkout -- {transformer}` "
                              f"or train it (README: the demo model)")
-        self.pipeline = DiTalkerPipeline(load_transformer(transformer, device=device), load_vae(VAE, device=device))
+        self.pipeline = DiTalkerPipeline(load_transformer(transformer, device=device),
+                                         load_vae(VAE, dtype=vae_dtype, device=device))
         self.audio = AudioEncoder.from_pretrained(WHISPER, device=device)
         self.t5 = T5PromptEncoder(T5, device=device)
         self.clip, self.clip_processor = load_clip_vision(CLIP, device)

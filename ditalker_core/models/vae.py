@@ -15,6 +15,7 @@ decoder chunks one at a time, so decoding memory stays flat in the clip length.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -178,10 +179,11 @@ class Encoder(nn.Module):
         self.conv_out = _conv3(widths[-1], 2 * latent_channels)
 
     def encode_slice(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_in(x)
-        for block in self.down_blocks:
-            x = block(x)
-        return self.conv_out(self.conv_act(self.conv_norm_out(self.mid_block(x))))
+        with one_frame_guard(x, self.conv_in.weight.dtype):
+            x = self.conv_in(x)
+            for block in self.down_blocks:
+                x = block(x)
+            return self.conv_out(self.conv_act(self.conv_norm_out(self.mid_block(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Slices are encoded independently, so a slice equal to an earlier one (a still frame repeated, the blank
@@ -228,10 +230,21 @@ class Decoder(nn.Module):
             yield slice(start, min(a + 2 * m, num_latents)), slice(a - start, b - start), True
 
     def decode_window(self, z: torch.Tensor, own: slice, expand_time: bool) -> torch.Tensor:
-        x = self.mid_block(self.conv_in(z))[:, :, own]
-        for block in self.up_blocks:
-            x = block(x, expand_time)
-        return self.conv_out(self.conv_act(self.conv_norm_out(x)))
+        with one_frame_guard(z, self.conv_in.weight.dtype):
+            x = self.mid_block(self.conv_in(z))[:, :, own]
+            for block in self.up_blocks:
+                x = block(x, expand_time)
+            return self.conv_out(self.conv_act(self.conv_norm_out(x)))
+
+
+def one_frame_guard(x: torch.Tensor, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """oneDNN's bf16/fp16 Conv3d on a CPU miscomputes one-frame inputs with some channel counts (RGB's 3 among
+    them: errors of 100 % and NaN, torch 2.9.1 and 2.13; tests/test_demo.py), so a one-frame slice or chunk in
+    reduced precision on a CPU runs on ATen's own kernels (one frame: little time lost)."""
+    reduced = dtype in (torch.bfloat16, torch.float16) or torch.is_autocast_enabled(x.device.type)
+    if x.shape[2] == 1 and x.device.type == "cpu" and reduced:
+        return torch.backends.mkldnn.flags(enabled=False)
+    return contextlib.nullcontext()
 
 
 def slice_bounds(num_frames: int, chunk: int) -> list[tuple[int, int]]:
