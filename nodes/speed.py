@@ -18,8 +18,9 @@ class DiTalkerSpeed(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="DiTalkerSpeed", display_name="DiTalker Speed", category="DiTalker",
-            description="Faster sampling with diffusers' own machinery: step caches (First Block Cache, MagCache) "
-                        "reuse the last full step while the blocks' output barely changes; the attention kernel, "
+            description="Faster sampling with diffusers' own machinery: step caches (First Block Cache, MagCache, "
+                        "TaylorSeer) skip the blocks on steps whose output they can replay or extrapolate; the "
+                        "attention kernel, "
                         "compiled blocks and the compute precision are switchable. Applied only while the sampler "
                         "runs; the loaded model is unchanged. What each costs in lip sync: README, Speed.",
             inputs=[
@@ -29,11 +30,13 @@ class DiTalkerSpeed(io.ComfyNode):
                                        "FirstBlockCache). mag: skip every block while the output's predicted "
                                        "change stays under cache_threshold (diffusers' MagCache; the first "
                                        "window run with a model, scheduler and step count measures its "
-                                       "ratios and skips nothing)."),
+                                       "ratios and skips nothing). taylorseer: run the blocks on the first three "
+                                       "steps and then every cache_interval-th, extrapolate the others (diffusers' "
+                                       "TaylorSeer, lite). Cost in lip sync per setting: README, Speed table."),
                 io.Float.Input("cache_threshold", default=0.05, min=0.0, max=1.0, step=0.01,
                                tooltip="first_block: relative change of the first block's output that forces a "
                                        "full step; mag: accumulated error allowed before a full step. Higher is "
-                                       "faster and less faithful; 0 never skips."),
+                                       "faster and less faithful; 0 never skips. Not used by taylorseer."),
                 io.Combo.Input("attention", options=ATTENTION, default="native",
                                tooltip="Attention kernel (diffusers' dispatcher). flash, sage and xformers need "
                                        "their packages installed; without them the sampler warns and uses "
@@ -49,18 +52,21 @@ class DiTalkerSpeed(io.ComfyNode):
                                        "in that precision (torch.autocast; norms stay float32, the weights are "
                                        "untouched): on a GPU about half the time, within 1 % (bf16) and 0.1 % "
                                        "(fp16) of float32 on the demo model."),
+                io.Int.Input("cache_interval", default=3, min=1, max=10,
+                             tooltip="taylorseer only: a full step every cache_interval steps (1 never skips; "
+                                     "higher is faster and less faithful)."),
             ],
             outputs=[SPEED.Output(display_name="speed",
                                   tooltip="For the speed input of DiTalker Sampler and DiTalker Run Estimate.")],
         )
 
     @classmethod
-    def validate_inputs(cls, step_cache: str, cache_threshold: float, attention: str, precision: str = "auto"
-                        ) -> bool | str:
+    def validate_inputs(cls, step_cache: str, cache_threshold: float, attention: str, precision: str = "auto",
+                        cache_interval: int = 3) -> bool | str:
         return check(cls, dict(step_cache=step_cache, cache_threshold=cache_threshold, attention=attention,
-                               precision=precision))
+                               precision=precision, cache_interval=cache_interval))
 
     @classmethod
     def execute(cls, step_cache: str, cache_threshold: float, attention: str, compile: bool = False,
-                precision: str = "auto") -> io.NodeOutput:
-        return io.NodeOutput(Speedups(step_cache, cache_threshold, attention, compile, precision))
+                precision: str = "auto", cache_interval: int = 3) -> io.NodeOutput:
+        return io.NodeOutput(Speedups(step_cache, cache_threshold, attention, compile, precision, cache_interval))

@@ -338,6 +338,11 @@ def test_speed_settings_reach_the_sampler_and_the_estimate(host, base, monkeypat
     with pytest.raises(ZeroDivisionError):
         sample_and_decode(host, base, speed=fast)
     assert seen[0].speed == speed.Speedups("mag", 0.2, "sage", compile=True, precision="bf16")
+    (taylor,) = run(host, "DiTalkerSpeed", step_cache="taylorseer", cache_threshold=0.05, attention="native",
+                    cache_interval=4)
+    with pytest.raises(ZeroDivisionError):
+        sample_and_decode(host, base, speed=taylor)
+    assert seen[1].speed == speed.Speedups("taylorseer", 0.05, "native", interval=4)
 
 
 def run_warned(host, node_id: str, **inputs) -> list[str]:

@@ -409,6 +409,35 @@ def test_step_cache_and_attention_backend_per_run(pipe: DiTalkerPipeline, caplog
         Speedups(cache="tea")
 
 
+def test_taylorseer_interval_one_is_uncached_and_skipped_steps_extrapolate(pipe: DiTalkerPipeline) -> None:
+    """TaylorSeer (lite): the first three steps and then every ``interval``-th step run the blocks; on the others
+    the output projection's output is its first-order extrapolation from the last two computed steps. The cache
+    starts over in every window."""
+    from ditalker_core.pipeline.speed import Speedups
+
+    cond = conditions(pipe, 40)
+    windows = len(pipe.plan(40, 8))
+    assert windows > 1
+    plain = pipe(cond, SamplingOptions(steps=6))
+    assert torch.equal(pipe(cond, SamplingOptions(steps=6, speed=Speedups(cache="taylorseer", interval=1))), plain)
+
+    tail_runs: list[int] = []
+    projected: list[torch.Tensor] = []
+    hooks = [pipe.transformer.transformer_blocks[-1].ff.register_forward_hook(lambda *_: tail_runs.append(1)),
+             pipe.transformer.proj_out.register_forward_hook(lambda _m, _i, out: projected.append(out.clone()))]
+    pipe(cond, SamplingOptions(steps=6, speed=Speedups(cache="taylorseer", interval=2)))
+    for hook in hooks:
+        hook.remove()
+    assert len(tail_runs) == 4 * windows  # steps 0, 1, 2, 4 computed in each window; 3 and 5 predicted
+    for w in range(windows):
+        out = projected[6 * w: 6 * w + 6]
+        torch.testing.assert_close(out[3], out[2] + (out[2] - out[1]))
+        torch.testing.assert_close(out[5], out[4] + (out[4] - out[2]) / 2)
+    assert not pipe.transformer.is_cache_enabled
+    with pytest.raises(InputError, match="interval"):
+        Speedups(cache="taylorseer", interval=0)
+
+
 def test_mag_cache_measures_the_ratios_diffusers_would_once_then_skips(pipe: DiTalkerPipeline, capsys) -> None:
     """MagCache: the first window run with a model, scheduler and step count measures its magnitude ratios
     (the numbers diffusers' own calibration prints) without skipping; later windows and runs skip with them;

@@ -1,5 +1,8 @@
 """Speed settings, all from diffusers' own machinery: the step caches, the attention backend and compiled blocks.
 
+diffusers' FasterCache is not offered: it reuses the unconditional half of a two-branch classifier-free guidance
+batch, and the multi-condition guidance runs four or more branches.
+
 They are applied to the transformer for one run (``applied``; MagCache per window, ``mag_cache``) and taken off
 after it, so one loaded model serves runs with different settings (ComfyUI caches node outputs and hands the same
 model to every sampler).
@@ -10,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Optional
 
 import torch
@@ -19,14 +22,16 @@ from ..errors import InputError
 
 logger = logging.getLogger(__name__)
 
-CACHES = ("off", "first_block", "mag")
+CACHES = ("off", "first_block", "mag", "taylorseer")
 PRECISIONS = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
 class Speedups:
     # "first_block": diffusers' FirstBlockCache (skip the other blocks while block 0's residual barely moves);
-    # "mag": diffusers' MagCache (skip every block while the residual's predicted magnitude change stays small)
+    # "mag": diffusers' MagCache (skip every block while the residual's predicted magnitude change stays small);
+    # "taylorseer": diffusers' TaylorSeer in its lite form (on all but every ``interval``-th step after the first
+    # three, no block runs and the output projection's output is extrapolated from its last two computed steps)
     cache: str = "off"
     threshold: float = 0.05  # FirstBlockCache: relative change of block 0's residual; MagCache: accumulated error
     attention: str = "native"  # a diffusers attention backend ("native", "flash", "sage", ...)
@@ -34,6 +39,7 @@ class Speedups:
     # "bf16" / "fp16": the transformer's matmuls under torch.autocast (norms and softmax stay float32, the loaded
     # weights are untouched); "auto": the weights' own dtype
     precision: str = "auto"
+    interval: int = 3  # TaylorSeer: a full step every ``interval`` steps (1 = every step)
 
     def __post_init__(self) -> None:
         if self.cache not in CACHES:
@@ -42,6 +48,8 @@ class Speedups:
             raise InputError(f"precision {self.precision!r} is not one of {tuple(PRECISIONS)}")
         if not self.threshold >= 0:
             raise InputError(f"cache threshold must be >= 0 (0 = never skip), got {self.threshold}")
+        if self.interval < 1:
+            raise InputError(f"cache interval must be >= 1 (1 = never skip), got {self.interval}")
 
 
 def _set_attention(transformer, backend: str) -> str:
@@ -148,7 +156,7 @@ def applied(transformer, speedups: Speedups) -> Iterator[Speedups]:
     diffusers' ``set_attention_backend`` also makes its backend the process-wide default, which
     ``reset_attention_backend`` leaves in place: the previous default is put back after the body, so no other
     model or later run inherits this run's kernel. Compiled blocks stay compiled (``_compile_blocks``)."""
-    from diffusers import FirstBlockCacheConfig
+    from diffusers import FirstBlockCacheConfig, TaylorSeerCacheConfig
     from diffusers.models.attention_dispatch import _AttentionBackendRegistry
 
     default, _ = _AttentionBackendRegistry.get_active_backend()
@@ -156,10 +164,13 @@ def applied(transformer, speedups: Speedups) -> Iterator[Speedups]:
     try:
         if speedups.cache == "first_block":
             transformer.enable_cache(FirstBlockCacheConfig(threshold=speedups.threshold))
+        if speedups.cache == "taylorseer":  # float32 factors: interval 1 is then the uncached run exactly
+            transformer.enable_cache(TaylorSeerCacheConfig(cache_interval=speedups.interval, use_lite_mode=True,
+                                                           taylor_factors_dtype=torch.float32))
         if speedups.attention != "native":
             attention = _set_attention(transformer, speedups.attention)
         compiled = speedups.compile and _compile_blocks(transformer)
-        yield Speedups(speedups.cache, speedups.threshold, attention, compiled, speedups.precision)
+        yield replace(speedups, attention=attention, compile=compiled)
     finally:  # also after a refused setting: the model leaves as it came (compiled blocks stay compiled)
         if transformer.is_cache_enabled:
             transformer.disable_cache()
