@@ -5,9 +5,10 @@ cases, all in one run. Prints one JSON line.
 
 Settings (``SETTINGS``), every one from diffusers' machinery or the pipeline's own options: the baseline (the
 demo's sampling: DPM-Solver++ 20 steps, denoise 0.7), diffusers' FirstBlockCache and MagCache at three thresholds
-each (MagCache measures its ratios on an untimed warm-up), fewer steps with each scheduler, bf16 weights, bf16
-autocast (the Speed node's precision), ``compile_repeated_blocks`` (one compiled block; its compile time is spent
-on an untimed warm-up) and combinations; one untimed run before all, so no setting pays the first call's costs.
+each (MagCache measures its ratios on an untimed warm-up) and TaylorSeer at two intervals, fewer steps with each
+scheduler, bf16 weights, bf16 autocast (the Speed node's precision), the VAE in bf16 (its loader's dtype),
+``compile_repeated_blocks`` (one compiled block; its compile time is spent on an untimed warm-up) and combinations;
+one untimed run before all, and one before each setting that changes a model, so no setting pays first-call costs.
 ``ratio`` = baseline seconds per window / the setting's; ``transformer_seconds_per_window`` is the part spent in
 the transformer, the only part a step cache, fewer steps or another precision can shorten (the rest is the VAE
 and the conditions).
@@ -46,12 +47,18 @@ from training.synthetic.cases import render_case  # noqa: E402
 class Setting:
     options: dict[str, Any] = field(default_factory=dict)  # SamplingOptions fields changed
     model: Callable[[torch.nn.Module], torch.nn.Module] | None = None  # a changed copy of the transformer
+    vae: Callable[[torch.nn.Module], torch.nn.Module] | None = None  # a changed copy of the VAE
     warm_up: bool = False  # one untimed run first (compilation)
 
 
 def _bf16(model: torch.nn.Module) -> torch.nn.Module:
     """bf16 weights as the loader gives them (its ``_keep_in_fp32_modules`` in float32)."""
     return keep_in_fp32(torch.nn.Module.to(copy.deepcopy(model), torch.bfloat16))
+
+
+def _vae_bf16(vae: torch.nn.Module) -> torch.nn.Module:
+    """The VAE as its loader gives it with dtype bf16 (the VAE loader node's ``dtype``)."""
+    return torch.nn.Module.to(copy.deepcopy(vae), torch.bfloat16)
 
 
 def _copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -63,6 +70,10 @@ def _cache(threshold: float, kind: str = "first_block") -> dict[str, Any]:
     return {"speed": Speedups(kind, threshold)}
 
 
+def _taylorseer(interval: int) -> dict[str, Any]:
+    return {"speed": Speedups("taylorseer", interval=interval)}
+
+
 SETTINGS = {
     "baseline": Setting(),
     "first_block_0.05": Setting(_cache(0.05)),
@@ -71,6 +82,8 @@ SETTINGS = {
     "mag_0.05": Setting(_cache(0.05, "mag"), warm_up=True),
     "mag_0.1": Setting(_cache(0.1, "mag"), warm_up=True),
     "mag_0.3": Setting(_cache(0.3, "mag"), warm_up=True),
+    "taylorseer_2": Setting(_taylorseer(2)),
+    "taylorseer_3": Setting(_taylorseer(3)),
     "dpm++_10_steps": Setting({"steps": 10}),
     "dpm++_6_steps": Setting({"steps": 6}),
     "ddim_10_steps": Setting({"scheduler": "ddim", "steps": 10}),
@@ -82,19 +95,25 @@ SETTINGS = {
     "dpm++_10_steps+mag_0.1": Setting({"steps": 10, **_cache(0.1, "mag")}, warm_up=True),
     "compiled_blocks+first_block_0.1": Setting({"speed": Speedups("first_block", 0.1, compile=True)}, model=_copy,
                                                warm_up=True),
+    "vae_bf16": Setting(vae=_vae_bf16, warm_up=True),
+    "dpm++_10_steps+vae_bf16": Setting({"steps": 10}, vae=_vae_bf16, warm_up=True),
+    "dpm++_6_steps+vae_bf16": Setting({"steps": 6}, vae=_vae_bf16, warm_up=True),
+    "dpm++_10_steps+mag_0.1+vae_bf16": Setting({"steps": 10, **_cache(0.1, "mag")}, vae=_vae_bf16, warm_up=True),
+    "dpm++_10_steps+taylorseer_2+vae_bf16": Setting({"steps": 10, **_taylorseer(2)}, vae=_vae_bf16, warm_up=True),
 }
 
 
 @contextlib.contextmanager
-def transformer_of(models: DemoModels, setting: Setting) -> Iterator[None]:
-    """The setting's transformer in the pipeline for the body (the loaded one untouched)."""
-    original = models.pipeline.transformer
-    if setting.model is not None:
-        models.pipeline.transformer = setting.model(original)
+def models_of(models: DemoModels, setting: Setting) -> Iterator[None]:
+    """The setting's transformer and VAE in the pipeline for the body (the loaded ones untouched)."""
+    pipeline = models.pipeline
+    transformer, vae = pipeline.transformer, pipeline.vae
+    pipeline.transformer = setting.model(transformer) if setting.model else transformer
+    pipeline.vae = setting.vae(vae) if setting.vae else vae
     try:
         yield
     finally:
-        models.pipeline.transformer = original
+        pipeline.transformer, pipeline.vae = transformer, vae
 
 
 @contextlib.contextmanager
@@ -115,7 +134,7 @@ def measure(models: DemoModels, probe: Any, rendered: list, conditions: list, se
             options: SamplingOptions) -> dict[str, float]:
     """Seconds per window over the cases (all, and inside the transformer) and their adherence scores."""
     options = replace(options, **setting.options)
-    with transformer_of(models, setting):
+    with models_of(models, setting):
         if setting.warm_up:
             generate(models, conditions[0], options)
         seconds, windows, scores = 0.0, 0, []
