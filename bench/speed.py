@@ -39,6 +39,7 @@ from bench.talking.probes import load_probe, read_video  # noqa: E402
 from ditalker_core.checkpoints import keep_in_fp32  # noqa: E402
 from ditalker_core.demo import DEFAULT_OPTIONS, TRANSFORMER, DemoModels  # noqa: E402
 from ditalker_core.pipeline import SamplingOptions  # noqa: E402
+from ditalker_core.pipeline.scheduling import SCHEDULERS  # noqa: E402
 from ditalker_core.pipeline.speed import Speedups  # noqa: E402
 from training.synthetic.cases import render_case  # noqa: E402
 
@@ -84,10 +85,8 @@ SETTINGS = {
     "mag_0.3": Setting(_cache(0.3, "mag"), warm_up=True),
     "taylorseer_2": Setting(_taylorseer(2)),
     "taylorseer_3": Setting(_taylorseer(3)),
-    "dpm++_10_steps": Setting({"steps": 10}),
-    "dpm++_6_steps": Setting({"steps": 6}),
-    "ddim_10_steps": Setting({"scheduler": "ddim", "steps": 10}),
-    "euler_10_steps": Setting({"scheduler": "euler", "steps": 10}),
+    **{f"{name}_{steps}_steps": Setting({"scheduler": name, "steps": steps})  # the scheduler x steps grid
+       for name in SCHEDULERS for steps in (20, 10, 6, 4) if (name, steps) != ("dpm++", 20)},
     "bf16": Setting(model=_bf16),
     "autocast_bf16": Setting({"speed": Speedups(precision="bf16")}),
     "compiled_blocks": Setting({"speed": Speedups(compile=True)}, model=_copy, warm_up=True),
