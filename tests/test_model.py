@@ -284,8 +284,60 @@ def test_truncated_and_absent_files_fail_clearly(tmp_path) -> None:
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match="truncated"):
         load_transformer(path)
-    with pytest.raises(MissingModelError, match="nowhere.safetensors"):
+    with pytest.raises(MissingModelError, match=r"checkpoint nowhere.safetensors not found .* get it from the "
+                                                 r"DiTalker release, or EasyAnimateV3-XL-2-InP-512x512 on Hugging"):
         load_transformer(tmp_path / "nowhere.safetensors")
+
+
+def test_our_files_own_config_wins_over_a_passed_config_unless_forced(tmp_path) -> None:
+    model = tiny()
+    path = tmp_path / "ditalker_tiny.safetensors"
+    save_checkpoint(model, path)
+    other = get_config("tiny", num_layers=model.config.num_layers + 2)
+    assert load_transformer(path, config=other).config.num_layers == model.config.num_layers
+    with pytest.raises(InputError, match="missing keys"):
+        load_transformer(path, config=other, force_config=True)  # built as told: its extra blocks have no weights
+
+
+def test_a_file_of_some_modules_loads_over_a_model_and_refuses_to_stand_alone(tmp_path) -> None:
+    """``save_checkpoint(modules=...)`` (phase-2/3 exports): without the backbone it is refused alone and loads
+    over a full model; with the backbone it loads alone, the groups it lacks freshly initialised."""
+    from ditalker_core.checkpoints import load_modules
+
+    model = tiny()
+    randomize(model)
+    audio_only, with_backbone = tmp_path / "audio.safetensors", tmp_path / "backbone_audio.safetensors"
+    save_checkpoint(model, audio_only, modules=["audio_projection"])
+    save_checkpoint(model, with_backbone, modules=["backbone", "audio_projection"])
+    with pytest.raises(InputError, match=r"holds only the modules \['audio_projection'\]: load the full model"):
+        load_transformer(audio_only)
+    fresh = tiny()
+    assert load_modules(fresh, audio_only) == ["audio_projection"]
+    assert torch.equal(fresh.audio_projection.fc1.weight, model.audio_projection.fc1.weight)
+    assert not torch.equal(fresh.proj_out.weight, model.proj_out.weight)
+    alone = load_transformer(with_backbone)
+    assert torch.equal(alone.proj_out.weight, model.proj_out.weight)
+    assert torch.equal(alone.audio_projection.fc1.weight, model.audio_projection.fc1.weight)
+    assert not torch.equal(alone.style_projection.fc1.weight, model.style_projection.fc1.weight)
+
+
+def test_a_vae_single_file_keeps_its_config_dtype_and_kind(tmp_path) -> None:
+    from ditalker_core.checkpoints import load_vae
+    from ditalker_core.errors import WrongWeightsError
+    from ditalker_core.models import get_vae_config
+    from ditalker_core.models.vae import AutoencoderKLMagvit
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLMagvit(**get_vae_config("tiny")).eval()
+    path = tmp_path / "vae.safetensors"
+    save_checkpoint(vae, path)
+    loaded = load_vae(path)
+    assert loaded.config.ch == vae.config.ch != AutoencoderKLMagvit().config.ch  # not the default V3 width
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), vae.state_dict().values()))
+    assert load_vae(path, dtype=torch.bfloat16).encoder.conv_in.weight.dtype == torch.bfloat16
+    save_checkpoint(tiny(), tmp_path / "transformer.safetensors")
+    with pytest.raises(WrongWeightsError, match="transformer.safetensors is .*, not .*: pick"):
+        load_vae(tmp_path / "transformer.safetensors")
 
 
 @pytest.mark.parametrize("key, kind", [

@@ -342,6 +342,18 @@ def test_step_draws_depend_on_the_global_sample_not_on_the_split():
     sample = StepRandom.of_step(7, 3, 1, 0, 2)
     first = torch.randn(3, generator=StepRandom.of_step(7, 3, 1, 0, 2).samples[0])
     assert torch.equal(sample.randn((2, 3))[0], first)  # row i is sample i's own generator
+    # Seeds from two 32-bit words of numpy's SeedSequence: 63 bits, so 10^5 steps x samples never share one.
+    seeds = [g.initial_seed() for step in range(32) for g in StepRandom.of_step(7, step, 0, 0, 4).samples]
+    assert max(seeds) < 2**63 and sum(seed >= 2**62 for seed in seeds) > len(seeds) // 4
+
+
+def test_a_dinov2_folder_without_weights_is_named_missing(tmp_path):
+    from ditalker_core.errors import MissingModelError
+    from training.conditioning import load_dinov2
+
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(MissingModelError, match=r"DINOv2 folder for the identity loss not found .*model.safetensors"):
+        load_dinov2(tmp_path, torch.device("cpu"), torch.float32)
 
 
 def test_region_loss_weights_the_mask_by_hand():
@@ -365,6 +377,7 @@ def test_lip_term_enters_the_total_with_its_weight(data, helpers, tmp_path):
     (line,) = metrics(out)
     assert line["lip"] > 0
     assert line["loss"] == pytest.approx(line["rec"] + 10 * line["eye"] + 7 * line["lip"] + line["vb"], rel=1e-5)
+    assert len(list((out / "t5_cache").glob("*.safetensors"))) == 1  # the clips' one caption, encoded once
 
 
 def test_reinit_returns_only_the_named_module_to_its_fresh_initialisation(base_model):
@@ -559,28 +572,39 @@ def test_variance_term_by_hand():
     assert float(diffusion.vb_terms(x0, x_t, t, noise, torch.ones_like(x0))) == pytest.approx(expected, rel=1e-4)
 
 
-def test_a_dataset_window_holds_exactly_its_frames_audio_phonemes_and_pose(tmp_path):
-    """Every stream of a clip is stamped with its frame index; a window starting at frame s must hold frames
-    s .. s + F - 1 of each, and its first frame (the training reference) is video frame s."""
-    from training.dataset import ClipDataset, read_metadata
+def _level(i: np.ndarray | int) -> np.ndarray | int:
+    return 20 + 5 * i  # a flat grey per frame, distinct after H.264
 
-    frames, count = 40, 8
-    level = lambda i: 20 + 5 * i  # noqa: E731  (a flat grey per frame, distinct after H.264)
+
+def _stamped_clip(root: Path, frames: int = 40, phonemes: int | None = None) -> Path:
+    """One clip in the dataset layout whose every stream is stamped with its frame index (``phonemes``: how many
+    phoneme ids it has, default one per frame); no mask files. Returns its metadata file."""
     for folder in ("videos_25", "videos_25_dwpose", "whisper_audio_emb", "phoneme", "3dmm"):
-        (tmp_path / folder).mkdir()
-    video = np.stack([np.full((64, 64, 3), level(i), np.uint8) for i in range(frames)])
-    write_video(tmp_path / "videos_25" / "c.mp4", video, 25, crf=0)
-    write_video(tmp_path / "videos_25_dwpose" / "c.mp4", video[:, :, ::-1].copy(), 25, crf=0)
+        (root / folder).mkdir()
+    video = np.stack([np.full((64, 64, 3), _level(i), np.uint8) for i in range(frames)])
+    write_video(root / "videos_25" / "c.mp4", video, 25, crf=0)
+    write_video(root / "videos_25_dwpose" / "c.mp4", video[:, :, ::-1].copy(), 25, crf=0)
     torch.save(torch.arange(frames, dtype=torch.float16).view(-1, 1, 1).expand(frames, 50, 8).contiguous(),
-               tmp_path / "whisper_audio_emb" / "c.pt")
-    (tmp_path / "phoneme" / "c.json").write_text(json.dumps([i % 70 for i in range(frames)]))
-    np.save(tmp_path / "3dmm" / "c.npy", np.zeros((frames, 64), np.float32))
-    (tmp_path / "metadata.json").write_text(json.dumps([{
+               root / "whisper_audio_emb" / "c.pt")
+    (root / "phoneme" / "c.json").write_text(json.dumps([i % 70 for i in range(phonemes or frames)]))
+    np.save(root / "3dmm" / "c.npy", np.zeros((frames, 64), np.float32))
+    (root / "metadata.json").write_text(json.dumps([{
         "file_path": "videos_25/c.mp4", "text": "", "type": "video", "audio_emb_path": "whisper_audio_emb/c.pt",
         "phoneme_dir": "phoneme/c.json", "3dmm_dir": "3dmm/c.npy", "pose_video_path": "videos_25_dwpose/c.mp4",
         "num_frames": frames}]))
-    dataset = ClipDataset(read_metadata(tmp_path / "metadata.json"), count, 64, seed=0, style_max_len=16,
+    return root / "metadata.json"
+
+
+def test_a_dataset_window_holds_exactly_its_frames_audio_phonemes_and_pose(tmp_path, caplog):
+    """Every stream of a clip is stamped with its frame index; a window starting at frame s must hold frames
+    s .. s + F - 1 of each, and its first frame (the training reference) is video frame s. Missing region masks
+    are empty masks, with a warning."""
+    from training.dataset import ClipDataset, count_frames, read_metadata
+
+    count = 8
+    dataset = ClipDataset(read_metadata(_stamped_clip(tmp_path)), count, 64, seed=0, style_max_len=16,
                           style_start=0)
+    assert count_frames(tmp_path / "videos_25" / "c.mp4") == 40  # from the container's header
     starts = set()
     for draw in range(6):
         sample = dataset[(0, draw)]
@@ -589,9 +613,34 @@ def test_a_dataset_window_holds_exactly_its_frames_audio_phonemes_and_pose(tmp_p
         assert sample["audio"][:, 0, 0].tolist() == expected.tolist()
         assert sample["phoneme_win"][:, 5].tolist() == (expected % 70).tolist()  # the window's centre column
         grey = sample["pixel_values"].float().mean(dim=(1, 2, 3)).numpy()
-        np.testing.assert_allclose(grey, level(expected), atol=1.5)
-        np.testing.assert_allclose(sample["pose"].float().mean(dim=(1, 2, 3)).numpy(), level(expected), atol=1.5)
+        np.testing.assert_allclose(grey, _level(expected), atol=1.5)
+        assert sample["pose"].dtype == sample["pixel_values"].dtype == torch.uint8
+        assert sample["pose"].shape == (count, 3, 32, 32)  # the pose adapter's half size
+        np.testing.assert_allclose(sample["pose"].float().mean(dim=(1, 2, 3)).numpy(), _level(expected), atol=1.5)
+        for name in ("eye", "face", "lip"):
+            assert torch.equal(sample[f"{name}_mask"], torch.zeros(64, 64))
     assert len(starts) > 1  # random windows were drawn
+    assert sum("lip mask is empty" in r.message for r in caplog.records) == 1  # warned once
+
+
+def test_a_window_fits_the_shortest_stream_and_the_memory_cache_decodes_it_once(tmp_path, monkeypatch):
+    """Phoneme ids for only 20 of 40 frames: every window lies inside those 20. With the memory cache a window
+    is decoded once, and given again from memory equal to the first decode."""
+    import training.dataset as module
+
+    count = 8
+    records = module.read_metadata(_stamped_clip(tmp_path, phonemes=20))
+    reads: list[int] = []
+    decode = module.read_frames
+    monkeypatch.setattr(module, "read_frames", lambda *args: reads.append(args[1]) or decode(*args))
+    dataset = module.ClipDataset(records, count, 64, seed=0, style_max_len=16, style_start=0, memory_cache=True)
+    samples = [dataset[(0, draw)] for draw in range(12)]
+    assert {s["start"] for s in samples} <= set(range(20 - count + 1)) and len({s["start"] for s in samples}) > 1
+    assert all(len(s["phoneme_win"]) == count for s in samples)
+    assert sorted(reads) == sorted(2 * [s for s in {s["start"] for s in samples}])  # video and pose, once each
+    again = dataset[(0, 0)]
+    assert torch.equal(again["pixel_values"], samples[0]["pixel_values"]) and len(reads) == 2 * len(
+        {s["start"] for s in samples})
 
 
 def test_metadata_in_json_jsonl_and_csv_gives_the_same_records(tmp_path):
@@ -668,12 +717,12 @@ def test_an_unusable_clip_is_skipped_for_the_next_one_and_ten_failures_stop(tmp_
     from ditalker_core.errors import InputError
     from training.dataset import ClipDataset, Record
 
-    broken = Record(tmp_path / "gone.mp4", "", tmp_path / "gone.pt", tmp_path / "p.json", tmp_path / "s.npy",
-                    tmp_path / "pose.mp4", num_frames=40)
-    dataset = ClipDataset([broken] * 3, 8, 64, seed=0)
-    with pytest.raises(InputError, match=r"no usable sample after 10 tries: .*gone.mp4"):
+    broken = [Record(tmp_path / f"gone{i}.mp4", "", tmp_path / "gone.pt", tmp_path / "p.json",
+                     tmp_path / "s.npy", tmp_path / "pose.mp4", num_frames=40) for i in range(2)]
+    dataset = ClipDataset(broken, 8, 64, seed=0)
+    with pytest.raises(InputError, match=r"no usable sample after 10 tries: [^|]*gone0.mp4: [^|]* \| [^|]*gone1.mp4"):
         dataset[(0, 0)]
-    assert sum("skipping unusable training sample" in r.message for r in caplog.records) == 1  # warned once
+    assert sum("skipping unusable training sample" in r.message for r in caplog.records) == 2  # once per clip
 
 
 def test_clips_without_sound_are_listed_before_the_first_step_when_the_sync_loss_reads_them(data, helpers,
