@@ -164,7 +164,7 @@ def applied(transformer, speedups: Speedups) -> Iterator[Speedups]:
     try:
         if speedups.cache == "first_block":
             transformer.enable_cache(FirstBlockCacheConfig(threshold=speedups.threshold))
-        if speedups.cache == "taylorseer":  # float32 factors: interval 1 is then the uncached run exactly
+        if speedups.cache == "taylorseer":  # its factors in float32 (diffusers' default: bf16) on every device
             transformer.enable_cache(TaylorSeerCacheConfig(cache_interval=speedups.interval, use_lite_mode=True,
                                                            taylor_factors_dtype=torch.float32))
         if speedups.attention != "native":
