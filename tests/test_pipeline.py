@@ -63,6 +63,7 @@ def test_output_size_keeps_aspect_in_model_multiples() -> None:
     assert output_size(512, 512, 512) == (512, 512)
     assert output_size(720, 1280, 512) == (384, 688)  # 512 / sqrt(720 * 1280) = 0.533: 384 x 682.7 -> 688
     assert output_size(2, 1000, 64) == (16, 1424)  # scale 1.43: 2.9 x 1431 -> never below one multiple
+    assert output_size(1, 256, 64) == (16, 1024)  # a one-pixel-high image is small, not empty
     with pytest.raises(InputError, match=r"the reference image is empty \(0x5\)"):
         output_size(0, 5, 512)
 
@@ -311,6 +312,26 @@ def test_phoneme_windows_at_a_window_border_see_the_previous_frames(pipe: DiTalk
     assert rows[0].tolist() == ids[24 - half: 24 + half + 1].tolist()  # frame 24's window reaches back to 24 - half
     assert rows[15, : half + 1].tolist() == ids[39 - half: 40].tolist()
     assert rows[15, half + 1:].eq(74).all()  # past the audio's end: the pad id
+
+
+def test_each_branch_sees_the_caption_and_its_mask_exactly_when_it_sees_the_emotion(pipe: DiTalkerPipeline) -> None:
+    cond = conditions(pipe, 16)
+    options = SamplingOptions(guidance=Guidance(2.0, 3.0, 4.0))
+    inputs = pipe.branch_inputs(cond, Window(0, 32, 0), options, True)
+    assert (cond.emotion_tokens.shape[0], cond.negative_tokens.shape[0]) == (5, 2)  # no masks: every token counts
+    for i, branch in enumerate(options.guidance.branches()):
+        tokens = cond.emotion_tokens if "emotion" in branch else cond.negative_tokens
+        n = tokens.shape[0]
+        assert torch.equal(inputs["encoder_hidden_states"][i, :n], tokens.to(inputs["encoder_hidden_states"].dtype))
+        assert inputs["encoder_attention_mask"][i].tolist() == [1.0] * n + [0.0] * (5 - n)
+
+
+def test_a_reference_off_the_16_pixel_grid_is_refused_on_either_side(pipe: DiTalkerPipeline) -> None:
+    cond = conditions(pipe, 16)
+    for height, width in ((SIZE, SIZE + 8), (SIZE + 8, SIZE)):
+        bad = replace(cond, reference=torch.zeros(3, height, width))
+        with pytest.raises(InputError, match=f"reference is {height}x{width}: prepare it with prepare_reference"):
+            pipe.sample(bad, SamplingOptions(steps=1))
 
 
 @pytest.mark.parametrize("ratio, seen", [(0.5, [False, False, True, True]), (0.25, [False, False, False, True]),
