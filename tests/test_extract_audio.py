@@ -109,8 +109,39 @@ def test_whisper_folders_in_every_layout_load_in_the_asked_dtype(tmp_path):
         (tmp_path / name).mkdir()
         for file in keep:
             shutil.copy(folder / file, tmp_path / name / file)
-        with pytest.raises(MissingModelError, match=r"Whisper model folder \(config.json \+ model.safetensors\)"):
+        with pytest.raises(MissingModelError, match=r"Whisper model folder \(config.json \+ model.safetensors\) not "
+                                                     r"found \(looked for: [^)]*/config.json, "):
             AudioEncoder.from_pretrained(tmp_path / name)
+
+
+def test_an_encoder_only_folder_loads_its_weights_and_its_feature_extractor(tmp_path):
+    """The demo's layout: ``WhisperEncoder.save_pretrained`` (architectures ["WhisperEncoder"]) plus the folder's
+    own extractor settings."""
+    from transformers import WhisperFeatureExtractor, WhisperModel
+
+    whole = WhisperModel.from_pretrained(save_tiny_whisper(tmp_path / "hf")).get_encoder()
+    folder = tmp_path / "encoder_only"
+    whole.save_pretrained(folder)
+    WhisperFeatureExtractor(chunk_length=20).save_pretrained(folder)
+    loaded = AudioEncoder.from_pretrained(folder)
+    assert type(loaded.encoder).__name__ == "WhisperEncoder" and loaded.feature_extractor.chunk_length == 20
+    for name, value in whole.state_dict().items():
+        assert torch.equal(loaded.encoder.state_dict()[name], value), name
+
+
+def test_thirty_seconds_are_one_window_and_one_token_more_is_windowed(monkeypatch):
+    from ditalker_core.extract.audio import _WINDOW_TOKENS, SAMPLES_PER_TOKEN
+
+    calls: list[int] = []
+    monkeypatch.setattr(AudioEncoder, "_encode_window",
+                        lambda self, audio: calls.append(len(audio)) or torch.zeros(_WINDOW_TOKENS, 2, 3))
+    stand_in = AudioEncoder.__new__(AudioEncoder)
+    assert stand_in.tokens(np.zeros(_WINDOW_TOKENS * SAMPLES_PER_TOKEN, np.float32)).shape[0] == _WINDOW_TOKENS
+    assert calls == [_WINDOW_TOKENS * SAMPLES_PER_TOKEN]
+    calls.clear()
+    assert stand_in.tokens(np.zeros((_WINDOW_TOKENS + 1) * SAMPLES_PER_TOKEN, np.float32)).shape[0] == \
+        _WINDOW_TOKENS + 1
+    assert len(calls) > 1
 
 
 def test_frame_count_defaults_to_25_fps_and_empty_requests_are_refused(encoder):

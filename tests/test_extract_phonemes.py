@@ -106,6 +106,26 @@ def test_mandarin_g2p_initials_and_finals(table):
         assert all(table[p] >= 0 for p, _ in phones)
 
 
+def test_ipa_stress_marks_reach_only_the_next_vowel():
+    assert phonemes.ipa_to_arpabet("bəˈtɑ") == [("B", 0), ("AH", 0), ("T", 0), ("AA", 1)]
+    assert phonemes.ipa_to_arpabet("ˌkætˈdɔɡ") == [("K", 0), ("AE", 2), ("T", 0), ("D", 0), ("AO", 1), ("G", 0)]
+
+
+def test_an_unknown_pinyin_final_is_the_noise_phoneme(table, monkeypatch, caplog):
+    monkeypatch.setattr(phonemes, "_FINALS", {})
+    with caplog.at_level(logging.WARNING):
+        assert [p for p, _ in mandarin_phonemes("好")] == ["h", "NSN"]
+    assert "unknown pinyin final 'ao'" in caplog.text and table["NSN"] >= 0
+
+
+def test_a_transcript_file_is_read_as_text_or_as_whisperx_json(tmp_path):
+    (tmp_path / "t.txt").write_text("big cat", encoding="utf-8")
+    (tmp_path / "t.json").write_text(json.dumps({"segments": []}), encoding="utf-8")
+    assert phonemes._read_transcript(str(tmp_path / "t.txt")) == "big cat"
+    assert phonemes._read_transcript(str(tmp_path / "t.json")) == {"segments": []}
+    assert phonemes._read_transcript("big cat") == "big cat" and phonemes._read_transcript(None) is None
+
+
 def test_unaligned_words_share_the_gap_by_length(table):
     words = [{"word": "hello", "start": 0.0, "end": 0.4}, {"word": "to"}, {"word": "everybody"},
              {"word": "world", "start": 1.6, "end": 2.0}]
@@ -114,6 +134,15 @@ def test_unaligned_words_share_the_gap_by_length(table):
     assert spans[0] == (0.0, 0.4) and spans[3] == (1.6, 2.0)
     assert spans[1][0] == 0.4 and spans[2][1] == pytest.approx(1.6) and spans[1][1] == spans[2][0]
     assert spans[2][1] - spans[2][0] > 3 * (spans[1][1] - spans[1][0])  # "everybody" is much longer than "to"
+    # one unaligned word between aligned ones fills exactly their gap; a later segment's unaligned first word
+    # starts at its own segment's start, not at the previous segment's last word
+    one = [{"word": "hello", "start": 0.0, "end": 0.5}, {"word": "to"}, {"word": "big", "start": 1.0, "end": 1.5},
+           {"word": "cat", "start": 2.0, "end": 2.5}]
+    two = [{"word": "to"}, {"word": "world", "start": 4.0, "end": 4.5}]
+    timed = phonemes.timed_words({"segments": [{"start": 0, "end": 2.5, "words": one},
+                                               {"start": 3.0, "end": 4.5, "words": two}]}, "en", 5.0)
+    assert [(round(s, 3), round(e, 3)) for s, e, _ in timed] == [(0.0, 0.5), (0.5, 1.0), (1.0, 1.5), (2.0, 2.5),
+                                                                 (3.0, 4.0), (4.0, 4.5)]
     # alignment failed entirely: the segment text is spread over the segment
     frames = frame_phonemes({"segments": [{"text": "big cat", "start": 1.0, "end": 2.0}]}, 75, FPS, "en", table)
     assert set(frames[:25]) == set(frames[50:]) == {table.silence}
@@ -179,7 +208,7 @@ def test_without_aligner_text_is_spread_evenly(table, caplog):
     speech = synthesize("big cat")
     with caplog.at_level(logging.WARNING):
         frames = extract_phonemes(speech.audio, "big cat", "en", sample_rate=speech.rate)
-    assert "pip install --no-deps whisperx" in caplog.text
+    assert "pip install --no-deps whisperx" in caplog.text and "and pass a Wav2Vec2 CTC folder (" in caplog.text
     assert frames.ids[0] == table["B"] and frames.ids[-1] == table["T"]
     assert table["K"] in frames.ids
 

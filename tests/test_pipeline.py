@@ -82,8 +82,40 @@ def test_image_layouts_and_value_ranges_by_hand() -> None:
     assert torch.equal(image_tensor(torch.full((2, 2, 3), 2.0)), torch.ones(3, 2, 2))  # clamped to [0, 1]
     with pytest.raises(InputError, match="expected one image, got a batch of 2"):
         image_tensor(np.zeros((2, 4, 4, 3), np.uint8))
+    # Both end axes could be channels: the smaller one is. (4, 5, 3) is a 4 x 5 RGB image, (3, 5, 4) a 5 x 4 one.
+    tiny_hwc = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    assert torch.equal(image_tensor(tiny_hwc), torch.from_numpy(tiny_hwc).permute(2, 0, 1).float() / 255)
+    chw = torch.rand(3, 5, 4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(image_tensor(chw), chw)
     with pytest.raises(InputError, match=r"expected \(H, W, C\) or \(C, H, W\), got shape \(4,\)"):
         image_tensor(np.zeros(4))
+
+
+def test_a_narrow_reference_is_scaled_up_to_cover_then_cropped_and_stays_in_range() -> None:
+    """64 x 16, black above row 24, white below, to 32 x 32: scaled 2x to 128 x 32 and rows 48-79 kept, so the
+    edge (at row 48) is the crop's top and the crop is white (squashing it to 32 rows would put the edge at row 12).
+    Bicubic rings past [0, 1] at an edge; the result stays in [-1, 1]."""
+    from ditalker_core.pipeline.conditioning import image_tensor
+
+    tall = torch.zeros(64, 16, 3)
+    tall[24:] = 1.0
+    out = prepare_reference(tall, 32, 32)
+    assert torch.allclose(out[:, 4:], torch.ones(3, 28, 32), atol=0.02) and out[:, :2].mean() < 0.9
+    scaled = torch.nn.functional.interpolate(image_tensor(tall)[None], size=(128, 32), mode="bicubic",
+                                             align_corners=False, antialias=True)
+    assert scaled.max() > 1.0  # the ringing is there to be clamped
+    assert out.max() <= 1.0 and out.min() >= -1.0
+
+
+def test_the_mask_latent_cache_keeps_the_eight_latest(pipe: DiTalkerPipeline) -> None:
+    from ditalker_core.pipeline.conditioning import _MASK_LATENTS, mask_latent
+
+    _MASK_LATENTS.clear()
+    first = mask_latent(pipe.vae, 1, 16, SIZE, SIZE).clone()
+    for known in range(2, 11):
+        mask_latent(pipe.vae, known, 16, SIZE, SIZE)
+    assert len(_MASK_LATENTS) == 8 and not any(key[3] in (1, 2) for key in _MASK_LATENTS)  # oldest two gone
+    assert torch.equal(mask_latent(pipe.vae, 1, 16, SIZE, SIZE), first)  # made again, the same
 
 
 def test_reference_is_centre_cropped_to_cover_the_size() -> None:
