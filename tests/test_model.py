@@ -289,6 +289,26 @@ def test_truncated_and_absent_files_fail_clearly(tmp_path) -> None:
         load_transformer(tmp_path / "nowhere.safetensors")
 
 
+def test_an_official_config_maps_to_ours_by_hand() -> None:
+    """config_from_official: copied keys, the enable_* renames (absent = off), either scale-fusion flag turns the
+    Scale Adapter on, REPA depth forced to 8; a fixed layout key with another value, or REPA 1, is refused."""
+    from ditalker_core.checkpoints import config_from_official
+
+    official = {"num_layers": 4, "attention_head_dim": 8, "norm_type": "ada_norm_single", "enable_eca": True,
+                "enable_audio_attention": 1, "enable_audio_scale_fusion": True, "enable_repa_2": True,
+                "unrelated": 3}
+    assert config_from_official(official) == {
+        "num_layers": 4, "attention_head_dim": 8, "enable_audio_attention": True, "enable_style_attn": False,
+        "enable_eca": True, "enable_pose_adapter": False, "enable_scale_adapter": True, "enable_repa": True,
+        "repa_depth": 8}
+    assert config_from_official({"enable_scale_fusion": True})["enable_scale_adapter"] is True
+    assert config_from_official({})["enable_scale_adapter"] is False
+    with pytest.raises(ValueError, match="config qk_norm=True is not the EasyAnimateV3 layout"):
+        config_from_official({"qk_norm": True})
+    with pytest.raises(ValueError, match="enable_repa_1"):
+        config_from_official({"enable_repa_1": True})
+
+
 def test_our_files_own_config_wins_over_a_passed_config_unless_forced(tmp_path) -> None:
     model = tiny()
     path = tmp_path / "ditalker_tiny.safetensors"
