@@ -358,6 +358,18 @@ def test_each_branch_sees_the_caption_and_its_mask_exactly_when_it_sees_the_emot
         assert inputs["encoder_attention_mask"][i].tolist() == [1.0] * n + [0.0] * (5 - n)
 
 
+def test_branch_inputs_are_in_the_models_dtype_with_or_without_each_condition(pipe: DiTalkerPipeline) -> None:
+    import copy
+
+    bf16 = DiTalkerPipeline(torch.nn.Module.to(copy.deepcopy(pipe.transformer), torch.bfloat16), pipe.vae)
+    cond = conditions(pipe, 16)
+    for given in (cond, replace(cond, audio_features=None, style_clip=None, pose_video=None)):
+        inputs = bf16.branch_inputs(given, Window(0, 32, 0), SamplingOptions(guidance=Guidance(2.0, 3.0, 4.0)), True)
+        for name in ("audio_encoder_hidden_states", "style_clip", "pixel_values_pose", "encoder_hidden_states",
+                     "clip_encoder_hidden_states"):
+            assert inputs[name].dtype == torch.bfloat16, name
+
+
 def test_a_reference_off_the_16_pixel_grid_is_refused_on_either_side(pipe: DiTalkerPipeline) -> None:
     cond = conditions(pipe, 16)
     for height, width in ((SIZE, SIZE + 8), (SIZE + 8, SIZE)):

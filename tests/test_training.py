@@ -258,6 +258,17 @@ def test_exported_checkpoints_load_and_sample(data, helpers, base_model, tmp_pat
     assert video.shape == (12, SIZE, SIZE, 3) and torch.isfinite(video).all()  # two windows, 12 frames
 
 
+def test_every_frozen_helper_is_loaded_in_the_training_dtype(data, helpers, tmp_path):
+    from training.conditioning import load_frozen
+    from training.config import load_config
+
+    config = load_config(CONFIGS / "phase1.yaml", overrides(data, helpers, tmp_path, **{
+        "losses.id.weight": 0.1, "losses.sync.weight": 0.1}))
+    frozen = load_frozen(config, [TEXT], torch.device("cpu"), torch.bfloat16)
+    for name in ("vae", "clip", "dinov2", "syncnet"):
+        assert {p.dtype for p in getattr(frozen, name).parameters()} == {torch.bfloat16}, name
+
+
 def test_memory_cache_gives_the_uncached_inputs_and_encodes_each_clip_once(data, helpers, tmp_path):
     from training.conditioning import StepRandom, load_frozen, prepare_inputs
     from training.config import load_config
