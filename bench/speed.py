@@ -49,7 +49,7 @@ class Setting:
     options: dict[str, Any] = field(default_factory=dict)  # SamplingOptions fields changed
     model: Callable[[torch.nn.Module], torch.nn.Module] | None = None  # a changed copy of the transformer
     vae: Callable[[torch.nn.Module], torch.nn.Module] | None = None  # a changed copy of the VAE
-    warm_up: bool = False  # one untimed run first (compilation)
+    warm_up: bool = False  # one untimed run first (compilation, MagCache ratios, a new model copy's first calls)
 
 
 def _bf16(model: torch.nn.Module) -> torch.nn.Module:
