@@ -2,13 +2,13 @@
 
     .venv/bin/python scripts/mutation_sample.py [--per-module 40] [--seed 0] [--max-children 2] [--no-run] [MODULE ...]
 
-mutmut (``[tool.mutmut]`` in ``pyproject.toml``) makes every mutant; this draws ``--per-module`` of each module's
-(all of them where it has fewer), runs only those, and prints one JSON line per module: the counts by outcome, the
-share caught (killed or timed out) with its 95 % Wilson interval over the module's mutants, and the survivors'
-names (``mutmut show NAME`` prints one) to judge equivalent or not. Modules are dotted prefixes
-(``training.dataset``); none given: every module mutmut mutated. A sample is a fixed function of the seed and
-the mutant list, so a rerun checks the same mutants (mutmut keeps results it already has); ``--no-run`` reports
-the part of the sample checked so far (the shares are over the checked mutants).
+mutmut (``[tool.mutmut]`` in ``pyproject.toml``) makes every mutant (on the first call); this draws
+``--per-module`` of each module's (all of them where it has fewer), runs only those, and prints one JSON line per
+module: the counts by outcome, the share caught (killed or timed out) with its 95 % Wilson interval over the
+module's mutants, and the survivors' names (``mutmut show NAME`` prints one) to judge equivalent or not. Modules
+are dotted prefixes (``training.dataset``); none given: every module mutmut mutated. A sample is a fixed function
+of the seed and the mutant list, so a rerun checks the same mutants (mutmut keeps results it already has);
+``--no-run`` reports the part of the sample checked so far (the shares are over the checked mutants).
 """
 
 from __future__ import annotations
@@ -37,9 +37,15 @@ def statuses() -> dict[str, str]:
         name, _, status = line.strip().rpartition(": ")
         if name:
             result[name] = status
-    if not result:
-        raise SystemExit("mutmut lists no mutants: run `.venv/bin/mutmut run` once first (it makes them)")
     return result
+
+
+def make_mutants() -> None:
+    """mutmut has no make-only command: a run filtered to a name no mutant has makes every mutant and maps the
+    tests to the functions they reach (minutes), then stops on the empty filter."""
+    made = subprocess.run([MUTMUT, "run", "no_such_mutant*"], cwd=ROOT, capture_output=True, text=True)
+    if "nothing matches" not in made.stdout + made.stderr:
+        raise SystemExit(f"mutmut could not make the mutants:\n{made.stdout[-2000:]}{made.stderr[-2000:]}")
 
 
 def module_of(name: str) -> str:
@@ -83,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     status = statuses()
+    if not status:
+        make_mutants()
+        status = statuses()
     by_module: dict[str, list[str]] = defaultdict(list)
     for name in status:
         by_module[module_of(name)].append(name)
