@@ -139,6 +139,7 @@ def test_unaligned_words_share_the_gap_by_length(table):
     one = [{"word": "hello", "start": 0.0, "end": 0.5}, {"word": "to"}, {"word": "big", "start": 1.0, "end": 1.5},
            {"word": "cat", "start": 2.0, "end": 2.5}]
     two = [{"word": "to"}, {"word": "world", "start": 4.0, "end": 4.5}]
+    assert phonemes.timed_words({"segments": [{"start": 0.0, "end": 1.0}]}, "en", 1.0) == []  # nothing said
     timed = phonemes.timed_words({"segments": [{"start": 0, "end": 2.5, "words": one},
                                                {"start": 3.0, "end": 4.5, "words": two}]}, "en", 5.0)
     assert [(round(s, 3), round(e, 3)) for s, e, _ in timed] == [(0.0, 0.5), (0.5, 1.0), (1.0, 1.5), (2.0, 2.5),
@@ -196,6 +197,16 @@ def test_whisperx_align_runs_on_real_speech(wav2vec2, table):
     speech = synthesize(text)
     aligner = Aligner.from_pretrained(wav2vec2, "en")
     frames = extract_phonemes(speech.audio, text, "en", aligner, fps=30, sample_rate=speech.rate)
+    bin_folder = wav2vec2.parent / "wav2vec2_bin"  # the same model saved as pytorch_model.bin loads too
+    if not bin_folder.exists():
+        from transformers import Wav2Vec2ForCTC
+
+        Wav2Vec2ForCTC.from_pretrained(wav2vec2).save_pretrained(bin_folder, safe_serialization=False)
+        for extra in wav2vec2.iterdir():
+            if extra.suffix != ".safetensors" and not (bin_folder / extra.name).exists():
+                (bin_folder / extra.name).write_bytes(extra.read_bytes())
+    assert extract_phonemes(speech.audio, text, "en", Aligner.from_pretrained(bin_folder, "en"), fps=30,
+                            sample_rate=speech.rate).ids == frames.ids
     words = [w for segment in frames.result["segments"] for w in segment["words"]]
     assert [w["word"] for w in words] == text.split()
     for word in words:  # random weights: timings are arbitrary, but real and inside the clip
@@ -224,7 +235,8 @@ def test_missing_whisperx_and_models_say_what_to_install(wav2vec2, tmp_path, mon
 def test_no_transcript_without_whisperx_asr_asks_for_one(monkeypatch):
     real = phonemes.importlib.util.find_spec
     monkeypatch.setattr(phonemes.importlib.util, "find_spec", lambda name: None if name == "torchaudio" else real(name))
-    with pytest.raises(InputError, match="transcript"):
+    with pytest.raises(InputError, match=r"no transcript given; .*\(pip install whisperx, which needs torchaudio\) "
+                                          r"and pass a faster-whisper model folder as the ASR model"):
         extract_phonemes(np.zeros(16000, np.float32), None, "en", sample_rate=16000)
 
 

@@ -270,6 +270,12 @@ def test_bad_checkpoints_fail_with_the_keys_named(tmp_path) -> None:
     with pytest.raises(InputError, match=r"1 misshaped keys: audio_projection.fc1.weight: file \(3, 3\)"):
         load_transformer(tmp_path / "misshaped.safetensors", config=get_config("tiny"))
 
+    two = {k: v for k, v in state.items() if k not in ("transformer_blocks.3.attn1.to_q.weight",
+                                                         "audio_projection.fc1.weight")}
+    save_file(two, str(tmp_path / "two.safetensors"))
+    with pytest.raises(InputError, match=r"2 missing keys \(audio_projection 1, backbone 1; e.g. "):
+        load_transformer(tmp_path / "two.safetensors", config=get_config("tiny"))
+
     extra = dict(state, **{"some_other_model.weight": torch.zeros(1)})
     save_file(extra, str(tmp_path / "extra.safetensors"))
     with pytest.raises(InputError, match=r"1 unexpected keys \(backbone 1; e.g. some_other_model.weight"):

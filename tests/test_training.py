@@ -262,11 +262,14 @@ def test_every_frozen_helper_is_loaded_in_the_training_dtype(data, helpers, tmp_
     from training.conditioning import load_frozen
     from training.config import load_config
 
+    from ditalker_core.demo import VAE as DEMO_VAE
+
     config = load_config(CONFIGS / "phase1.yaml", overrides(data, helpers, tmp_path, **{
-        "losses.id.weight": 0.1, "losses.sync.weight": 0.1}))
+        "losses.id.weight": 0.1, "losses.sync.weight": 0.1, "models.vae": DEMO_VAE}))
     frozen = load_frozen(config, [TEXT], torch.device("cpu"), torch.bfloat16)
     for name in ("vae", "clip", "dinov2", "syncnet"):
         assert {p.dtype for p in getattr(frozen, name).parameters()} == {torch.bfloat16}, name
+    assert frozen.vae.config.scaling_factor == 0.66124  # models.vae, not the EasyAnimate folder's vae/
 
 
 def test_memory_cache_gives_the_uncached_inputs_and_encodes_each_clip_once(data, helpers, tmp_path):
@@ -334,6 +337,9 @@ def test_official_inpaint_masks_follow_easyanimates_mixture():
             assert rows[-1] - rows[0] + 1 <= 12 and cols[-1] - cols[0] + 1 <= 12  # at most 3/4 of each side
             extents.append((int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)))
             kinds.append("box_all_frames" if bool((per_frame > 0).all()) else "box_some_frames")
+    for seed in range(100):  # every choice comes from the step's generator: equal generators, equal masks
+        pair = [inpaint_mask(16, 16, 16, "official", torch.Generator().manual_seed(seed)) for _ in range(2)]
+        assert torch.equal(*pair)
     share = {kind: kinds.count(kind) / len(kinds) for kind in set(kinds)}
     expected = {"box_all_frames": 0.05, "all": 0.3, "after_k": 0.3, "between_k": 0.3, "box_some_frames": 0.05}
     assert set(share) == set(expected)
@@ -624,6 +630,7 @@ def test_a_dataset_window_holds_exactly_its_frames_audio_phonemes_and_pose(tmp_p
         sample = dataset[(0, draw)]
         start, expected = sample["start"], np.arange(sample["start"], sample["start"] + count)
         starts.add(start)
+        assert sample["index"] == 0  # the record it came from
         assert sample["audio"][:, 0, 0].tolist() == expected.tolist()
         assert sample["phoneme_win"][:, 5].tolist() == (expected % 70).tolist()  # the window's centre column
         grey = sample["pixel_values"].float().mean(dim=(1, 2, 3)).numpy()
