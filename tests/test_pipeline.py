@@ -107,6 +107,13 @@ def test_a_narrow_reference_is_scaled_up_to_cover_then_cropped_and_stays_in_rang
     assert out.max() <= 1.0 and out.min() >= -1.0
 
 
+def test_a_reference_is_downscaled_with_antialiasing() -> None:
+    """A one-pixel checkerboard shrunk 4x is mid-grey when antialiased (plain bicubic would alias it)."""
+    checker = (torch.arange(64)[:, None] + torch.arange(64)[None]) % 2
+    out = prepare_reference(checker[..., None].expand(-1, -1, 3).float(), 16, 16)
+    assert out.abs().max() < 0.05  # 0.5 grey is 0 in [-1, 1]
+
+
 def test_the_mask_latent_cache_keeps_the_eight_latest(pipe: DiTalkerPipeline) -> None:
     from ditalker_core.pipeline.conditioning import _MASK_LATENTS, mask_latent
 
@@ -234,7 +241,8 @@ def test_mismatched_conditions_are_explained(pipe: DiTalkerPipeline) -> None:
                                 lambda c: c.audio_features[:10]),
              "phoneme_ids": ("phoneme_ids covers 20 frames but the audio gives 16",
                              lambda c: torch.zeros(20, dtype=torch.long)),
-             "pose_video": ("pose_video frames are (8, 8) but this video needs half its size",
+             "pose_video": (f"pose_video frames are (8, 8) but this video needs half its size, "
+                            f"({SIZE // 2}, {SIZE // 2})",
                             lambda c: torch.rand(3, 16, 8, 8)),
              "style_clip": (f"style_clip holds {pipe.transformer.config.style_max_len + 1} frames but this model "
                             f"reads at most {pipe.transformer.config.style_max_len}",
@@ -247,6 +255,8 @@ def test_mismatched_conditions_are_explained(pipe: DiTalkerPipeline) -> None:
         assert error.value.field == field
     with pytest.raises(InputError, match="0 video frames"):
         pipe(Conditions(reference=conditions(pipe, 16).reference, num_frames=0), SamplingOptions(steps=1))
+    with pytest.raises(InputError, match=r"denoise must be in \(0, 1\], got 0.0"):
+        pipe(conditions(pipe, 16), SamplingOptions(steps=1, denoise=0.0))
 
 
 def test_sixty_seconds_of_audio_exact_frames_and_no_seams(pipe: DiTalkerPipeline) -> None:
