@@ -20,9 +20,9 @@ class DiTalkerSpeed(io.ComfyNode):
             node_id="DiTalkerSpeed", display_name="DiTalker Speed", category="DiTalker",
             description="Faster sampling with diffusers' own machinery: step caches (First Block Cache, MagCache, "
                         "TaylorSeer) skip the blocks on steps whose output they can replay or extrapolate; the "
-                        "attention kernel, "
-                        "compiled blocks and the compute precision are switchable. Applied only while the sampler "
-                        "runs; the loaded model is unchanged. What each costs in lip sync: README, Speed.",
+                        "attention kernel, compiled blocks and the compute precision are switchable. Applied only "
+                        "while the sampler runs; the loaded model is unchanged. What each costs in lip sync: "
+                        "README, Speed.",
             inputs=[
                 io.Combo.Input("step_cache", options=list(CACHES), default="off",
                                tooltip="first_block: skip every block after the first on steps where the first "
